@@ -73,7 +73,7 @@ fn bad_names_are_typed_errors() {
         })
     );
     assert!(matches!(
-        "bank account".parse::<Packed64>(),
+        "bank acct".parse::<Packed64>(),
         Err(PackError::InvalidByte { index: 4, .. })
     ));
 }

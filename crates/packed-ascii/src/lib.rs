@@ -34,6 +34,7 @@
 //! - [`packed64!`], [`packed128!`]: compile-time checked literals.
 #![no_std]
 #![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
 
 #[cfg(test)]
 extern crate std;

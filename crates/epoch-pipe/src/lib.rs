@@ -1,0 +1,46 @@
+//! Background durability for positioned file writes, with group commit.
+//!
+//! A [`Pipe`] takes writes ("these bytes at this chunk index"), stages them and returns an
+//! [`Epoch`] at once. A flusher thread writes everything staged in one go (coalescing adjacent
+//! writes into `pwritev`), and sync workers make each group durable with one `fdatasync`. A
+//! caller that needs durability waits for its epoch ([`Pipe::wait_durable`], or the future
+//! [`Pipe::durable`]); writers that don't wait never block on an fsync.
+//!
+//! # The epoch contract
+//! - Epochs are handed out in staging order; epoch `e` durable means every write with an
+//!   epoch `<= e` is on stable storage.
+//! - A write is acknowledged only by a sync that started after the write returned.
+//! - Two writes to the same offset land in submission order.
+//! - A [`Transaction`]'s writes share one epoch and one group: durable together. If the
+//!   process crashes during the group's write, some of its writes may have reached the disk
+//!   and others not; callers that need all-or-nothing after a crash frame their data with a
+//!   checksum over the whole group (the event store's batch commit record does this) and
+//!   discard a group whose checksum fails on recovery.
+//!
+//! # Failure semantics (fail-stop)
+//! Any write, sync or allocate error moves the pipe to a failed state for good: epochs not
+//! acknowledged before it return that [`PipeError`], every later write returns it, and the
+//! durable epoch never moves again, even if a later sync succeeds (after a failed `fsync`
+//! Linux may have dropped the dirty pages, so a retry proves nothing). Reads through
+//! [`Pipe::storage`] keep working.
+//!
+//! # Map
+//! - [`pipe`](Pipe): staging, flusher, sync workers, waiting ([`Pipe`], [`Transaction`],
+//!   [`Durable`], [`PipeConfig`]).
+//! - [`Storage`]: the seam; [`FileStorage`] (pwritev, fdatasync, fallocate, optional
+//!   O_DIRECT) and [`SimDisk`] (unsynced data kept apart, crashes, faults on cue).
+//! - [`Payload`]: what a write carries (`Vec<u8>`, boxed slices, pooled chunks).
+//! - [`PipeError`]: typed failures.
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+mod error;
+mod payload;
+mod pipe;
+mod storage;
+mod sync;
+
+pub use error::{Operation, PipeError};
+pub use payload::Payload;
+pub use pipe::{ConfigError, Durable, Epoch, Pipe, PipeConfig, Transaction};
+pub use storage::{CrashMode, Fault, FileOptions, FileStorage, SimDisk, Storage, sync_parent_dir};

@@ -1,0 +1,667 @@
+//! The pipe: staging, the flusher thread, the sync workers and the epoch hand-off.
+//!
+//! Protocol (what the loom models check):
+//! - A writer, under the staging lock, takes the next epoch and appends its writes; if the
+//!   flusher sleeps it is woken. Epochs are handed out in staging order.
+//! - The flusher takes *everything* staged (so a transaction is never split), writes it in
+//!   staging order (so two writes to one offset land in submission order), then queues one
+//!   sync job carrying the batch's highest epoch. Only writes that returned before a sync
+//!   started are acknowledged by it.
+//! - Sync workers run `sync_data`; several may be in flight, and at most one more is queued
+//!   (a later group joins the queued one). A success proves its epoch durable only once every
+//!   sync that overlapped it has succeeded too (see [`Syncs`]); the durable epoch is then
+//!   published under the notify lock, which waiters check before they sleep (no lost wake-up).
+//! - Any error sets the sticky failure, also under the notify lock: the durable epoch never
+//!   moves again, and every waiter for a later epoch gets the error (fsyncgate: no retry is
+//!   trusted after a failed sync).
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{Operation, PipeError};
+use crate::payload::Payload;
+use crate::storage::Storage;
+use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering, lock, thread, wait};
+
+/// A point in the pipe's write order. Every write (or transaction) gets the next epoch; once
+/// epoch `e` is durable, so is every write with an epoch `<= e`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Epoch(pub u64);
+
+/// Tuning of a [`Pipe`].
+#[derive(Debug, Clone, Copy)]
+pub struct PipeConfig {
+    /// Bytes per chunk index: a write at index `i` lands at byte `i * chunk_size`.
+    /// A power of two, at least 512 (default 4096).
+    pub chunk_size: u64,
+    /// Largest single write or transaction, in bytes (default 64 MiB).
+    pub max_write: u64,
+    /// Bytes staged and not yet written before writers wait (default 256 MiB): the pipe's
+    /// memory bound. A single write larger than this still goes through on its own.
+    pub max_staged_bytes: u64,
+    /// The file is grown (`fallocate`) in steps of this many bytes (default 64 MiB), so that
+    /// `fdatasync` rarely has to persist a size change.
+    pub grow_step: u64,
+    /// Syncs allowed in flight at once (default 4; at least 1). More than one lets the next
+    /// group's sync start before the previous one returns, which many devices complete faster.
+    pub syncs_in_flight: usize,
+}
+
+impl Default for PipeConfig {
+    fn default() -> Self {
+        PipeConfig {
+            chunk_size: 4096,
+            max_write: 64 << 20,
+            max_staged_bytes: 256 << 20,
+            grow_step: 64 << 20,
+            syncs_in_flight: 4,
+        }
+    }
+}
+
+/// A configuration value out of range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// Its value.
+    pub value: u64,
+    /// What it must be.
+    pub expected: &'static str,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pipe config {} = {} must be {}",
+            self.field, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl PipeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let error = |field, value, expected| {
+            Err(ConfigError {
+                field,
+                value,
+                expected,
+            })
+        };
+        if !self.chunk_size.is_power_of_two() || self.chunk_size < 512 {
+            return error("chunk_size", self.chunk_size, "a power of two >= 512");
+        }
+        if self.max_write == 0 || self.max_write > i64::MAX as u64 {
+            return error("max_write", self.max_write, "between 1 and i64::MAX");
+        }
+        if self.max_staged_bytes == 0 {
+            return error("max_staged_bytes", 0, "at least 1");
+        }
+        if self.grow_step == 0 {
+            return error("grow_step", 0, "at least 1");
+        }
+        if self.syncs_in_flight == 0 || self.syncs_in_flight > 64 {
+            return error(
+                "syncs_in_flight",
+                self.syncs_in_flight as u64,
+                "between 1 and 64",
+            );
+        }
+        Ok(())
+    }
+}
+
+struct Staged {
+    epoch: u64,
+    offset: u64,
+    payload: Box<dyn Payload>,
+}
+
+#[derive(Default)]
+struct Staging {
+    /// The newest epoch handed out.
+    newest: u64,
+    writes: Vec<Staged>,
+    /// Bytes staged or being written (the memory bound).
+    bytes: u64,
+    flusher_idle: bool,
+    closed: bool,
+    failure: Option<PipeError>,
+}
+
+/// Sync jobs and what their completions prove.
+///
+/// A successful `fdatasync` proves the writes before it durable only if no sync that ran at
+/// the same time failed: with one file description, Linux reports a writeback error to one
+/// of the concurrent callers and the others return 0. So a success is recorded with a
+/// *barrier* (the number of syncs started when it finished) and published only once every
+/// sync started before that barrier has finished too, all of them successfully.
+#[derive(Default)]
+struct Syncs {
+    /// Epoch of the queued, not yet started sync (at most one: a later group joins it).
+    queued: Option<u64>,
+    /// Start numbers of the syncs running now.
+    running: Vec<u64>,
+    /// Syncs started so far.
+    started: u64,
+    /// Successful syncs waiting for their barrier: (barrier, epoch).
+    proven: Vec<(u64, u64)>,
+    shutdown: bool,
+}
+
+#[derive(Default)]
+struct Notify {
+    failure: Option<PipeError>,
+    wakers: Vec<(u64, Waker)>,
+}
+
+struct Shared<S> {
+    storage: S,
+    config: PipeConfig,
+    staging: Mutex<Staging>,
+    /// The flusher waits here for staged writes; writers wait here for staging room.
+    staged: Condvar,
+    room: Condvar,
+    syncs: Mutex<Syncs>,
+    sync_work: Condvar,
+    /// Highest epoch known durable. Written only under `notify`.
+    durable: AtomicU64,
+    notify: Mutex<Notify>,
+    durable_changed: Condvar,
+}
+
+/// Background durability for positioned writes to one file.
+///
+/// ```
+/// use epoch_pipe::{Pipe, PipeConfig, SimDisk};
+///
+/// let disk = SimDisk::new();
+/// let pipe = Pipe::new(disk.clone(), PipeConfig::default())?;
+/// let epoch = pipe.write(b"hello".to_vec(), 0)?;   // staged, returns at once
+/// pipe.wait_durable(epoch)?;                        // on stable storage now
+/// assert_eq!(&disk.durable_contents()[..5], b"hello");
+///
+/// // Several writes, durable together under one epoch.
+/// let mut tx = pipe.transaction();
+/// tx.write(b"page one".to_vec(), 1)?;
+/// tx.write(b"page two".to_vec(), 2)?;
+/// pipe.wait_durable(tx.commit()?)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Pipe<S: Storage> {
+    shared: Arc<Shared<S>>,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
+}
+
+impl<S: Storage> std::fmt::Debug for Pipe<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipe")
+            .field("durable", &self.durable_epoch())
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Storage> Pipe<S> {
+    /// Starts a pipe writing to `storage`: one flusher thread and `syncs_in_flight` sync
+    /// workers.
+    pub fn new(storage: S, config: PipeConfig) -> Result<Pipe<S>, ConfigError> {
+        config.validate()?;
+        let shared = Arc::new(Shared {
+            storage,
+            config,
+            staging: Mutex::new(Staging::default()),
+            staged: Condvar::new(),
+            room: Condvar::new(),
+            syncs: Mutex::new(Syncs::default()),
+            sync_work: Condvar::new(),
+            durable: AtomicU64::new(0),
+            notify: Mutex::new(Notify::default()),
+            durable_changed: Condvar::new(),
+        });
+        let mut threads = Vec::with_capacity(1 + config.syncs_in_flight);
+        let flusher = Arc::clone(&shared);
+        threads.push(thread::spawn(move || flusher.run_flusher()));
+        for _ in 0..config.syncs_in_flight {
+            let worker = Arc::clone(&shared);
+            threads.push(thread::spawn(move || worker.run_sync_worker()));
+        }
+        Ok(Pipe {
+            shared,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The storage, for reads. Reads of durable data keep working after a failure.
+    pub fn storage(&self) -> &S {
+        &self.shared.storage
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipeConfig {
+        &self.shared.config
+    }
+
+    /// Stages `payload` for chunk index `index` (byte `index * chunk_size`) and returns its
+    /// epoch at once; the write goes out with the next group.
+    pub fn write(&self, payload: impl Payload, index: u64) -> Result<Epoch, PipeError> {
+        let staged = self.shared.check(Box::new(payload), index)?;
+        let len = staged.1.len() as u64;
+        self.shared.stage(vec![staged], len)
+    }
+
+    /// Starts a transaction: writes that become durable together under one epoch.
+    pub fn transaction(&self) -> Transaction<'_, S> {
+        Transaction {
+            pipe: self,
+            writes: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Blocks until `epoch` is durable, or returns the pipe's failure.
+    pub fn wait_durable(&self, epoch: Epoch) -> Result<(), PipeError> {
+        self.shared.check_known(epoch)?;
+        if self.shared.durable.load(Ordering::Acquire) >= epoch.0 {
+            return Ok(());
+        }
+        let mut notify = lock(&self.shared.notify);
+        loop {
+            if self.shared.durable.load(Ordering::Acquire) >= epoch.0 {
+                return Ok(());
+            }
+            if let Some(failure) = &notify.failure {
+                return Err(failure.clone());
+            }
+            notify = wait(&self.shared.durable_changed, notify);
+        }
+    }
+
+    /// Polls whether `epoch` is durable, registering `cx`'s waker if not.
+    pub fn poll_durable(&self, epoch: Epoch, cx: &mut Context<'_>) -> Poll<Result<(), PipeError>> {
+        if let Err(error) = self.shared.check_known(epoch) {
+            return Poll::Ready(Err(error));
+        }
+        if self.shared.durable.load(Ordering::Acquire) >= epoch.0 {
+            return Poll::Ready(Ok(()));
+        }
+        let mut notify = lock(&self.shared.notify);
+        if self.shared.durable.load(Ordering::Acquire) >= epoch.0 {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(failure) = &notify.failure {
+            return Poll::Ready(Err(failure.clone()));
+        }
+        match notify
+            .wakers
+            .iter_mut()
+            .find(|(e, w)| *e == epoch.0 && w.will_wake(cx.waker()))
+        {
+            Some(_) => {}
+            None => notify.wakers.push((epoch.0, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+
+    /// A future that resolves once `epoch` is durable: async callers need no thread per wait.
+    pub fn durable(&self, epoch: Epoch) -> Durable<'_, S> {
+        Durable { pipe: self, epoch }
+    }
+
+    /// The newest epoch handed out; waiting for it waits for everything written so far.
+    pub fn newest_epoch(&self) -> Epoch {
+        Epoch(lock(&self.shared.staging).newest)
+    }
+
+    /// Waits until everything written so far is durable. No write waits for a timer, so this
+    /// only waits for the group in flight.
+    pub fn flush(&self) -> Result<Epoch, PipeError> {
+        let newest = self.newest_epoch();
+        self.wait_durable(newest)?;
+        Ok(newest)
+    }
+
+    /// The highest epoch known durable.
+    pub fn durable_epoch(&self) -> Epoch {
+        Epoch(self.shared.durable.load(Ordering::Acquire))
+    }
+
+    /// The failure the pipe stopped on, if any.
+    pub fn failure(&self) -> Option<PipeError> {
+        lock(&self.shared.notify).failure.clone()
+    }
+
+    /// Stops accepting writes, writes and syncs what was staged, and stops the threads.
+    /// Returns the pipe's failure if it has one. Also done on drop.
+    pub fn close(&self) -> Result<(), PipeError> {
+        {
+            let mut staging = lock(&self.shared.staging);
+            staging.closed = true;
+            self.shared.staged.notify_all();
+            self.shared.room.notify_all();
+        }
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for handle in threads {
+            // A panicking worker already recorded nothing more to do; the failure (if any)
+            // is reported below.
+            let _ = handle.join();
+        }
+        match self.failure() {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<S: Storage> Drop for Pipe<S> {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Writes staged together: one epoch, one group, never split across syncs.
+///
+/// Dropping it without [`Transaction::commit`] discards the writes.
+pub struct Transaction<'a, S: Storage> {
+    pipe: &'a Pipe<S>,
+    writes: Vec<(u64, Box<dyn Payload>)>,
+    bytes: u64,
+}
+
+impl<S: Storage> std::fmt::Debug for Transaction<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("writes", &self.writes.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl<S: Storage> Transaction<'_, S> {
+    /// Adds a write of `payload` at chunk index `index`. Checks it at once: a bad write is
+    /// refused here and the transaction stays as it was.
+    pub fn write(&mut self, payload: impl Payload, index: u64) -> Result<(), PipeError> {
+        let (offset, payload) = self.pipe.shared.check(Box::new(payload), index)?;
+        let bytes = self.bytes + payload.len() as u64;
+        if bytes > self.pipe.shared.config.max_write {
+            return Err(PipeError::TooLarge {
+                len: bytes,
+                max: self.pipe.shared.config.max_write,
+            });
+        }
+        self.bytes = bytes;
+        self.writes.push((offset, payload));
+        Ok(())
+    }
+
+    /// Stages every write under one epoch.
+    pub fn commit(self) -> Result<Epoch, PipeError> {
+        if self.writes.is_empty() {
+            return Err(PipeError::Empty);
+        }
+        self.pipe.shared.stage(self.writes, self.bytes)
+    }
+}
+
+/// The future of [`Pipe::durable`].
+#[derive(Debug)]
+pub struct Durable<'a, S: Storage> {
+    pipe: &'a Pipe<S>,
+    epoch: Epoch,
+}
+
+impl<S: Storage> Future for Durable<'_, S> {
+    type Output = Result<(), PipeError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.pipe.poll_durable(self.epoch, cx)
+    }
+}
+
+impl<S: Storage> Shared<S> {
+    fn check(
+        &self,
+        payload: Box<dyn Payload>,
+        index: u64,
+    ) -> Result<(u64, Box<dyn Payload>), PipeError> {
+        let len = payload.len() as u64;
+        if len == 0 {
+            return Err(PipeError::Empty);
+        }
+        let max = self.config.max_write;
+        if len > max {
+            return Err(PipeError::TooLarge { len, max });
+        }
+        let offset = index
+            .checked_mul(self.config.chunk_size)
+            .filter(|offset| {
+                offset
+                    .checked_add(len)
+                    .is_some_and(|end| end <= i64::MAX as u64)
+            })
+            .ok_or(PipeError::TooLarge { len, max })?;
+        Ok((offset, payload))
+    }
+
+    fn check_known(&self, epoch: Epoch) -> Result<(), PipeError> {
+        let newest = lock(&self.staging).newest;
+        if epoch.0 > newest {
+            return Err(PipeError::UnknownEpoch {
+                epoch: epoch.0,
+                newest,
+            });
+        }
+        Ok(())
+    }
+
+    fn stage(&self, writes: Vec<(u64, Box<dyn Payload>)>, bytes: u64) -> Result<Epoch, PipeError> {
+        let mut staging = lock(&self.staging);
+        loop {
+            if let Some(failure) = &staging.failure {
+                return Err(failure.clone());
+            }
+            if staging.closed {
+                return Err(PipeError::Closed);
+            }
+            // A write larger than the bound goes through alone rather than never.
+            if staging.bytes == 0 || staging.bytes + bytes <= self.config.max_staged_bytes {
+                break;
+            }
+            staging = wait(&self.room, staging);
+        }
+        staging.newest += 1;
+        let epoch = staging.newest;
+        staging.bytes += bytes;
+        staging
+            .writes
+            .extend(writes.into_iter().map(|(offset, payload)| Staged {
+                epoch,
+                offset,
+                payload,
+            }));
+        if staging.flusher_idle {
+            staging.flusher_idle = false;
+            self.staged.notify_one();
+        }
+        Ok(Epoch(epoch))
+    }
+
+    fn fail(&self, failure: PipeError) {
+        {
+            let mut staging = lock(&self.staging);
+            staging.failure.get_or_insert_with(|| failure.clone());
+            self.room.notify_all();
+        }
+        let wakers = {
+            let mut notify = lock(&self.notify);
+            notify.failure.get_or_insert(failure);
+            self.durable_changed.notify_all();
+            std::mem::take(&mut notify.wakers)
+        };
+        wakers.into_iter().for_each(|(_, waker)| waker.wake());
+    }
+
+    fn run_flusher(&self) {
+        let mut allocated = self.storage.len().unwrap_or(0);
+        let mut batch: Vec<Staged> = Vec::new();
+        loop {
+            let batch_bytes;
+            {
+                let mut staging = lock(&self.staging);
+                loop {
+                    let stop =
+                        staging.failure.is_some() || (staging.writes.is_empty() && staging.closed);
+                    if stop {
+                        // Lock order is syncs -> staging -> notify: release staging first.
+                        drop(staging);
+                        return self.stop_sync_workers();
+                    }
+                    if !staging.writes.is_empty() {
+                        break;
+                    }
+                    staging.flusher_idle = true;
+                    staging = wait(&self.staged, staging);
+                }
+                staging.flusher_idle = false;
+                std::mem::swap(&mut batch, &mut staging.writes);
+                batch_bytes = batch.iter().map(|w| w.payload.len() as u64).sum::<u64>();
+            }
+            let Some(epoch) = batch.last().map(|w| w.epoch) else {
+                continue;
+            };
+            let outcome = self.write_batch(&batch, &mut allocated);
+            batch.clear(); // drops the payloads: pooled chunks go back now
+            {
+                let mut staging = lock(&self.staging);
+                staging.bytes -= batch_bytes.min(staging.bytes);
+                self.room.notify_all();
+            }
+            if let Err(failure) = outcome {
+                self.fail(failure);
+                return self.stop_sync_workers();
+            }
+            self.queue_sync(epoch);
+        }
+    }
+
+    /// Writes `batch` in staging order, coalescing runs of adjacent writes into one `pwritev`.
+    fn write_batch(&self, batch: &[Staged], allocated: &mut u64) -> Result<(), PipeError> {
+        const MAX_IOVECS: usize = 512;
+        let mut index = 0;
+        let mut slices: Vec<IoSlice<'_>> = Vec::new();
+        while index < batch.len() {
+            let start = batch[index].offset;
+            let mut end = start;
+            slices.clear();
+            while index < batch.len() && batch[index].offset == end && slices.len() < MAX_IOVECS {
+                batch[index].payload.io_slices(&mut slices);
+                end += batch[index].payload.len() as u64;
+                index += 1;
+            }
+            let len = end - start;
+            if end > *allocated {
+                let grown = end.div_ceil(self.config.grow_step) * self.config.grow_step;
+                self.storage.allocate(grown).map_err(|e| {
+                    PipeError::from_io(Operation::Allocate, *allocated, grown - *allocated, &e)
+                })?;
+                *allocated = grown;
+            }
+            let written = self
+                .storage
+                .write_vectored_at(start, &slices)
+                .map_err(|e| PipeError::from_io(Operation::Write, start, len, &e))?;
+            if written as u64 != len {
+                return Err(PipeError::ShortWrite {
+                    offset: start,
+                    expected: len,
+                    written: written as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a sync acknowledging `epoch`. A sync queued and not started yet will cover
+    /// this group too, so it takes the group's epoch instead: the flusher never waits here.
+    fn queue_sync(&self, epoch: u64) {
+        let mut syncs = lock(&self.syncs);
+        debug_assert!(syncs.queued.is_none_or(|queued| queued < epoch));
+        syncs.queued = Some(epoch);
+        self.sync_work.notify_one();
+    }
+
+    fn stop_sync_workers(&self) {
+        let mut syncs = lock(&self.syncs);
+        syncs.shutdown = true;
+        self.sync_work.notify_all();
+    }
+
+    fn run_sync_worker(&self) {
+        let mut syncs = lock(&self.syncs);
+        loop {
+            let Some(epoch) = syncs.queued.take() else {
+                if syncs.shutdown {
+                    return;
+                }
+                syncs = wait(&self.sync_work, syncs);
+                continue;
+            };
+            let start = syncs.started;
+            syncs.started += 1;
+            syncs.running.push(start);
+            drop(syncs);
+
+            let outcome = self.storage.sync_data();
+
+            syncs = lock(&self.syncs);
+            syncs.running.retain(|&running| running != start);
+            match outcome {
+                Err(error) => {
+                    syncs.proven.clear();
+                    self.fail(PipeError::from_io(Operation::Sync, 0, 0, &error));
+                }
+                Ok(()) => {
+                    let barrier = syncs.started;
+                    syncs.proven.push((barrier, epoch));
+                    // Every sync started before `oldest_running` has finished successfully
+                    // (a failure would have failed the pipe), so proofs with a barrier at or
+                    // below it hold.
+                    let oldest_running = syncs.running.iter().copied().min().unwrap_or(u64::MAX);
+                    let mut newest = None;
+                    syncs.proven.retain(|&(barrier, epoch)| {
+                        if barrier <= oldest_running {
+                            newest = newest.max(Some(epoch));
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    if let Some(epoch) = newest {
+                        self.publish_durable(epoch);
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish_durable(&self, epoch: u64) {
+        let ready = {
+            let mut notify = lock(&self.notify);
+            if notify.failure.is_some() {
+                return;
+            }
+            self.durable.fetch_max(epoch, Ordering::Release);
+            self.durable_changed.notify_all();
+            let (ready, waiting) = std::mem::take(&mut notify.wakers)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(e, _)| *e <= epoch);
+            notify.wakers = waiting;
+            ready
+        };
+        ready.into_iter().for_each(|(_, waker)| waker.wake());
+    }
+}

@@ -1,0 +1,37 @@
+//! The storage seam: the pipe writes through [`Storage`], so a real file ([`FileStorage`]) and a
+//! simulated disk with crashes and injected faults ([`SimDisk`]) are interchangeable.
+
+mod file;
+mod sim;
+
+use std::io;
+
+pub use file::{FileOptions, FileStorage, sync_parent_dir};
+pub use sim::{CrashMode, Fault, SimDisk};
+
+/// Positioned writes, a data sync, growth and reads: all the pipe needs from a file.
+///
+/// Implementations are shared between the flusher and the sync workers, hence `Sync`.
+pub trait Storage: Send + Sync + 'static {
+    /// Writes `buffers`, one after the other, starting at byte `offset`. Returns the bytes
+    /// written; fewer than the total is a short write, which the pipe treats as a failure.
+    fn write_vectored_at(&self, offset: u64, buffers: &[io::IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Makes every write that returned before this call durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// Makes sure the file is at least `len` bytes long with its blocks reserved, so later
+    /// writes below `len` need no metadata update to be durable.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+
+    /// Reads into `buffer` from byte `offset`; returns the bytes read (0 at the end).
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize>;
+
+    /// The current length of the file in bytes.
+    fn len(&self) -> io::Result<u64>;
+
+    /// True when the file has no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}

@@ -1,0 +1,370 @@
+#![cfg(not(epoch_pipe_loom))]
+//! Behaviour of the pipe on the simulated disk and on real files.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use epoch_pipe::{
+    CrashMode, Epoch, Fault, FileOptions, FileStorage, Operation, Pipe, PipeConfig, PipeError,
+    SimDisk, Storage,
+};
+
+fn config() -> PipeConfig {
+    PipeConfig {
+        chunk_size: 512,
+        grow_step: 4096,
+        ..PipeConfig::default()
+    }
+}
+
+fn read(disk: &SimDisk, offset: usize, len: usize) -> Vec<u8> {
+    disk.durable_contents()
+        .get(offset..offset + len)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_write_is_durable_when_its_epoch_is() {
+    let disk = SimDisk::new();
+    let pipe = Pipe::new(disk.clone(), config()).unwrap();
+    let first = pipe.write(vec![1u8; 100], 0).unwrap();
+    let second = pipe.write(vec![2u8; 100], 3).unwrap();
+    assert!(second > first);
+    pipe.wait_durable(second).unwrap();
+    assert!(pipe.durable_epoch() >= second);
+    assert_eq!(read(&disk, 0, 100), vec![1u8; 100]);
+    assert_eq!(read(&disk, 3 * 512, 100), vec![2u8; 100]);
+    // The file was grown in grow_step units.
+    assert_eq!(disk.durable_contents().len() % 4096, 0);
+}
+
+#[test]
+fn writes_to_one_index_land_in_submission_order() {
+    let disk = SimDisk::new();
+    let pipe = Pipe::new(disk.clone(), config()).unwrap();
+    let mut last = Epoch(0);
+    for value in 0..200u8 {
+        last = pipe.write(vec![value; 64], 7).unwrap();
+    }
+    pipe.wait_durable(last).unwrap();
+    assert_eq!(read(&disk, 7 * 512, 64), vec![199u8; 64]);
+}
+
+#[test]
+fn a_transaction_shares_one_epoch_and_bad_parts_are_refused_up_front() {
+    let disk = SimDisk::new();
+    let pipe = Pipe::new(disk.clone(), config()).unwrap();
+    let mut tx = pipe.transaction();
+    tx.write(vec![5u8; 10], 1).unwrap();
+    assert_eq!(tx.write(Vec::new(), 2), Err(PipeError::Empty));
+    tx.write(vec![6u8; 10], 2).unwrap();
+    let epoch = tx.commit().unwrap();
+    assert_eq!(pipe.newest_epoch(), epoch);
+    pipe.wait_durable(epoch).unwrap();
+    assert_eq!(read(&disk, 512, 10), vec![5u8; 10]);
+    assert_eq!(read(&disk, 1024, 10), vec![6u8; 10]);
+    assert_eq!(pipe.transaction().commit(), Err(PipeError::Empty));
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let pipe = Pipe::new(
+        SimDisk::new(),
+        PipeConfig {
+            max_write: 1000,
+            ..config()
+        },
+    )
+    .unwrap();
+    assert_eq!(pipe.write(Vec::new(), 0), Err(PipeError::Empty));
+    assert_eq!(
+        pipe.write(vec![0; 1001], 0),
+        Err(PipeError::TooLarge {
+            len: 1001,
+            max: 1000
+        })
+    );
+    assert!(matches!(
+        pipe.write(vec![0; 10], u64::MAX / 2),
+        Err(PipeError::TooLarge { .. })
+    ));
+    assert_eq!(
+        pipe.wait_durable(Epoch(5)),
+        Err(PipeError::UnknownEpoch {
+            epoch: 5,
+            newest: 0
+        })
+    );
+    for bad in [
+        PipeConfig {
+            chunk_size: 1000,
+            ..config()
+        },
+        PipeConfig {
+            chunk_size: 256,
+            ..config()
+        },
+        PipeConfig {
+            syncs_in_flight: 0,
+            ..config()
+        },
+        PipeConfig {
+            grow_step: 0,
+            ..config()
+        },
+    ] {
+        assert!(Pipe::new(SimDisk::new(), bad).is_err());
+    }
+}
+
+#[test]
+fn close_writes_what_was_staged_and_refuses_more() {
+    let disk = SimDisk::new();
+    let pipe = Pipe::new(disk.clone(), config()).unwrap();
+    for index in 0..50 {
+        pipe.write(vec![index as u8; 32], index).unwrap();
+    }
+    pipe.close().unwrap();
+    for index in 0..50u64 {
+        assert_eq!(read(&disk, index as usize * 512, 32), vec![index as u8; 32]);
+    }
+    assert_eq!(pipe.write(vec![1], 0), Err(PipeError::Closed));
+}
+
+fn assert_fail_stop(fault: Fault, expect: impl Fn(&PipeError) -> bool) {
+    let disk = SimDisk::new();
+    let pipe = Pipe::new(
+        disk.clone(),
+        PipeConfig {
+            syncs_in_flight: 1,
+            ..config()
+        },
+    )
+    .unwrap();
+    let good = pipe.write(vec![1u8; 8], 0).unwrap();
+    pipe.wait_durable(good).unwrap();
+    disk.inject(fault, 0);
+    let doomed = pipe.write(vec![2u8; 8], 1).unwrap();
+    let error = pipe.wait_durable(doomed).unwrap_err();
+    assert!(expect(&error), "{fault:?} gave {error:?}");
+    let frozen = pipe.durable_epoch();
+    assert!(frozen < doomed);
+    // Sticky: later writes fail, nothing later is ever acknowledged.
+    assert_eq!(pipe.write(vec![3u8; 8], 2), Err(error.clone()));
+    assert_eq!(pipe.wait_durable(doomed), Err(error.clone()));
+    assert_eq!(pipe.failure(), Some(error.clone()));
+    // A later successful sync (the disk works again) changes nothing.
+    disk.sync_data().unwrap();
+    assert_eq!(pipe.durable_epoch(), frozen);
+    // What was durable stays readable.
+    let mut buffer = [0u8; 8];
+    pipe.storage().read_at(0, &mut buffer).unwrap();
+    assert_eq!(buffer, [1u8; 8]);
+    assert_eq!(pipe.close(), Err(error));
+}
+
+#[test]
+fn every_fault_stops_the_pipe_with_its_own_error() {
+    assert_fail_stop(Fault::WriteError, |e| {
+        matches!(
+            e,
+            PipeError::Io {
+                operation: Operation::Write,
+                offset: 512,
+                os_code: Some(5),
+                ..
+            }
+        )
+    });
+    assert_fail_stop(Fault::NoSpace, |e| {
+        matches!(
+            e,
+            PipeError::NoSpace {
+                offset: 512,
+                len: 8,
+                ..
+            }
+        )
+    });
+    assert_fail_stop(Fault::ShortWrite, |e| {
+        matches!(
+            e,
+            PipeError::ShortWrite {
+                offset: 512,
+                expected: 8,
+                written: 4
+            }
+        )
+    });
+    assert_fail_stop(Fault::SyncError, |e| {
+        matches!(
+            e,
+            PipeError::Io {
+                operation: Operation::Sync,
+                ..
+            }
+        )
+    });
+}
+
+#[test]
+fn a_failed_sync_loses_the_unsynced_writes_and_never_acks_them() {
+    let disk = SimDisk::new();
+    let pipe = Pipe::new(disk.clone(), config()).unwrap();
+    disk.inject(Fault::SyncError, 0);
+    let epoch = pipe.write(vec![9u8; 16], 0).unwrap();
+    assert!(pipe.wait_durable(epoch).is_err());
+    let crashed = disk.crash(CrashMode::DropUnsynced);
+    assert!(
+        crashed
+            .durable_contents()
+            .get(..16)
+            .is_none_or(|d| d != [9u8; 16])
+    );
+}
+
+struct CountingWaker {
+    wakes: std::sync::atomic::AtomicUsize,
+    task: std::thread::Thread,
+}
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.task.unpark();
+    }
+}
+
+#[test]
+fn the_future_form_wakes_its_task() {
+    let disk = SimDisk::new();
+    let pipe = Pipe::new(disk, config()).unwrap();
+    let counter = Arc::new(CountingWaker {
+        wakes: 0.into(),
+        task: std::thread::current(),
+    });
+    let waker = Waker::from(Arc::clone(&counter));
+    let mut cx = Context::from_waker(&waker);
+    for round in 0..20u64 {
+        let epoch = pipe.write(vec![1u8; 8], round).unwrap();
+        let mut future = std::pin::pin!(pipe.durable(epoch));
+        let mut pendings = 0;
+        loop {
+            let before = counter.wakes.load(std::sync::atomic::Ordering::SeqCst);
+            match future.as_mut().poll(&mut cx) {
+                Poll::Ready(result) => break result.unwrap(),
+                Poll::Pending => {
+                    pendings += 1;
+                    // A lost wake-up shows as a timeout with no wake counted.
+                    std::thread::park_timeout(std::time::Duration::from_secs(10));
+                    let after = counter.wakes.load(std::sync::atomic::Ordering::SeqCst);
+                    assert!(after > before, "round {round}: pending future never woken");
+                }
+            }
+        }
+        assert!(pipe.durable_epoch() >= epoch);
+        assert!(pendings <= 2, "round {round}: polled {pendings} times");
+    }
+}
+
+#[test]
+fn many_threads_share_syncs() {
+    let disk = SimDisk::new();
+    let pipe = Arc::new(Pipe::new(disk.clone(), config()).unwrap());
+    let threads: Vec<_> = (0..8u64)
+        .map(|thread| {
+            let pipe = Arc::clone(&pipe);
+            std::thread::spawn(move || {
+                for n in 0..50u64 {
+                    let index = thread * 50 + n;
+                    let epoch = pipe.write(index.to_le_bytes().to_vec(), index).unwrap();
+                    pipe.wait_durable(epoch).unwrap();
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let image = disk.durable_contents();
+    for index in 0..400u64 {
+        let at = index as usize * 512;
+        assert_eq!(image[at..at + 8], index.to_le_bytes());
+    }
+    let (_, syncs) = disk.counts();
+    assert!(syncs <= 400, "every write got its own sync: {syncs}");
+}
+
+#[test]
+fn a_real_file_round_trips_and_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipe.dat");
+    let storage = FileStorage::open(&path, FileOptions::default()).unwrap();
+    let pipe = Pipe::new(storage, PipeConfig::default()).unwrap();
+    let epoch = pipe.write(b"durable bytes".to_vec(), 2).unwrap();
+    pipe.wait_durable(epoch).unwrap();
+    let mut buffer = [0u8; 13];
+    pipe.storage().read_at(2 * 4096, &mut buffer).unwrap();
+    assert_eq!(&buffer, b"durable bytes");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "mode {mode:o}");
+}
+
+/// A 4 KiB-aligned heap block, as O_DIRECT needs (the buffer pool provides these in the store).
+struct AlignedBlock {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the block is uniquely owned heap memory; nothing else aliases it.
+unsafe impl Send for AlignedBlock {}
+
+impl AlignedBlock {
+    fn filled(fill: u8) -> AlignedBlock {
+        let layout = std::alloc::Layout::from_size_align(4096, 4096).unwrap();
+        // SAFETY: the layout has a nonzero size.
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let ptr = std::ptr::NonNull::new(raw).expect("allocation failed");
+        // SAFETY: `ptr` points to 4096 writable bytes just allocated.
+        unsafe { std::ptr::write_bytes(ptr.as_ptr(), fill, 4096) };
+        AlignedBlock { ptr, layout }
+    }
+}
+
+impl Drop for AlignedBlock {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `filled` with this exact layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+impl epoch_pipe::Payload for AlignedBlock {
+    fn len(&self) -> usize {
+        self.layout.size()
+    }
+    fn io_slices<'a>(&'a self, out: &mut Vec<std::io::IoSlice<'a>>) {
+        // SAFETY: the block holds `len` initialised bytes and lives as long as `self`.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) };
+        out.push(std::io::IoSlice::new(bytes));
+    }
+}
+
+#[test]
+fn o_direct_is_used_where_allowed_and_falls_back_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("direct.dat");
+    let options = FileOptions {
+        direct: true,
+        ..FileOptions::default()
+    };
+    let storage = FileStorage::open(&path, options).unwrap();
+    let direct = storage.is_direct();
+    let pipe = Pipe::new(storage, PipeConfig::default()).unwrap();
+    let epoch = pipe.write(AlignedBlock::filled(7), 1).unwrap();
+    pipe.wait_durable(epoch).unwrap();
+    pipe.close().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        bytes[4096..8192].iter().all(|&b| b == 7),
+        "direct = {direct}"
+    );
+}
