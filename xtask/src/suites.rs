@@ -9,10 +9,16 @@ pub struct Suite {
 }
 
 /// Every benchmark suite `cargo xtask bench` knows, in report order.
-pub const SUITES: &[Suite] = &[Suite {
-    name: "codec",
-    title: "packed-ascii codec vs String/&str and tinystr",
-}];
+pub const SUITES: &[Suite] = &[
+    Suite {
+        name: "codec",
+        title: "packed-ascii codec vs String/&str and tinystr",
+    },
+    Suite {
+        name: "pipe",
+        title: "epoch pipe durable acks vs the raw pwritev+fdatasync ceiling and frozen-core",
+    },
+];
 
 /// A crate whose lock-free protocols have loom models in `tests/loom.rs`.
 pub struct LoomCrate {

@@ -23,7 +23,7 @@ use std::task::{Context, Poll, Waker};
 use crate::error::{Operation, PipeError};
 use crate::payload::Payload;
 use crate::storage::Storage;
-use crate::sync::{Arc, AtomicU64, Condvar, Mutex, Ordering, lock, thread, wait};
+use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering, lock, thread, wait};
 
 /// A point in the pipe's write order. Every write (or transaction) gets the next epoch; once
 /// epoch `e` is durable, so is every write with an epoch `<= e`.
@@ -34,7 +34,8 @@ pub struct Epoch(pub u64);
 #[derive(Debug, Clone, Copy)]
 pub struct PipeConfig {
     /// Bytes per chunk index: a write at index `i` lands at byte `i * chunk_size`.
-    /// A power of two, at least 512 (default 4096).
+    /// A power of two (default 4096, the buffer pool's chunk; with `O_DIRECT` it must be a
+    /// multiple of the device's block size).
     pub chunk_size: u64,
     /// Largest single write or transaction, in bytes (default 64 MiB).
     pub max_write: u64,
@@ -93,8 +94,8 @@ impl PipeConfig {
                 expected,
             })
         };
-        if !self.chunk_size.is_power_of_two() || self.chunk_size < 512 {
-            return error("chunk_size", self.chunk_size, "a power of two >= 512");
+        if !self.chunk_size.is_power_of_two() {
+            return error("chunk_size", self.chunk_size, "a power of two");
         }
         if self.max_write == 0 || self.max_write > i64::MAX as u64 {
             return error("max_write", self.max_write, "between 1 and i64::MAX");
@@ -157,6 +158,9 @@ struct Syncs {
 #[derive(Default)]
 struct Notify {
     failure: Option<PipeError>,
+    /// Blocked waiters: (epoch, thread). Each is unparked alone when its epoch is durable, so
+    /// a group commit wakes exactly the threads it acknowledges, with no herd on a lock.
+    sleepers: Vec<(u64, thread::Thread)>,
     wakers: Vec<(u64, Waker)>,
 }
 
@@ -172,7 +176,8 @@ struct Shared<S> {
     /// Highest epoch known durable. Written only under `notify`.
     durable: AtomicU64,
     notify: Mutex<Notify>,
-    durable_changed: Condvar,
+    /// Mirror of `Staging::newest`, so waiters validate epochs without the staging lock.
+    newest: AtomicU64,
 }
 
 /// Background durability for positioned writes to one file.
@@ -222,7 +227,7 @@ impl<S: Storage> Pipe<S> {
             sync_work: Condvar::new(),
             durable: AtomicU64::new(0),
             notify: Mutex::new(Notify::default()),
-            durable_changed: Condvar::new(),
+            newest: AtomicU64::new(0),
         });
         let mut threads = Vec::with_capacity(1 + config.syncs_in_flight);
         let flusher = Arc::clone(&shared);
@@ -267,18 +272,31 @@ impl<S: Storage> Pipe<S> {
     /// Blocks until `epoch` is durable, or returns the pipe's failure.
     pub fn wait_durable(&self, epoch: Epoch) -> Result<(), PipeError> {
         self.shared.check_known(epoch)?;
-        if self.shared.durable.load(Ordering::Acquire) >= epoch.0 {
-            return Ok(());
-        }
-        let mut notify = lock(&self.shared.notify);
+        let me = thread::current();
         loop {
             if self.shared.durable.load(Ordering::Acquire) >= epoch.0 {
                 return Ok(());
             }
-            if let Some(failure) = &notify.failure {
-                return Err(failure.clone());
+            {
+                let mut notify = lock(&self.shared.notify);
+                if self.shared.durable.load(Ordering::Acquire) >= epoch.0 {
+                    return Ok(());
+                }
+                if let Some(failure) = &notify.failure {
+                    return Err(failure.clone());
+                }
+                // After a spurious wake-up the entry may still be there.
+                let registered = notify
+                    .sleepers
+                    .iter()
+                    .any(|(e, t)| *e == epoch.0 && t.id() == me.id());
+                if !registered {
+                    notify.sleepers.push((epoch.0, me.clone()));
+                }
             }
-            notify = wait(&self.shared.durable_changed, notify);
+            // The publisher changes `durable` and drains `sleepers` under the notify lock, then
+            // unparks: an unpark that comes before this park makes it return at once.
+            thread::park();
         }
     }
 
@@ -448,7 +466,7 @@ impl<S: Storage> Shared<S> {
     }
 
     fn check_known(&self, epoch: Epoch) -> Result<(), PipeError> {
-        let newest = lock(&self.staging).newest;
+        let newest = self.newest.load(Ordering::Acquire);
         if epoch.0 > newest {
             return Err(PipeError::UnknownEpoch {
                 epoch: epoch.0,
@@ -475,6 +493,7 @@ impl<S: Storage> Shared<S> {
         }
         staging.newest += 1;
         let epoch = staging.newest;
+        self.newest.store(epoch, Ordering::Release);
         staging.bytes += bytes;
         staging
             .writes
@@ -496,12 +515,15 @@ impl<S: Storage> Shared<S> {
             staging.failure.get_or_insert_with(|| failure.clone());
             self.room.notify_all();
         }
-        let wakers = {
+        let (sleepers, wakers) = {
             let mut notify = lock(&self.notify);
             notify.failure.get_or_insert(failure);
-            self.durable_changed.notify_all();
-            std::mem::take(&mut notify.wakers)
+            (
+                std::mem::take(&mut notify.sleepers),
+                std::mem::take(&mut notify.wakers),
+            )
         };
+        sleepers.into_iter().for_each(|(_, thread)| thread.unpark());
         wakers.into_iter().for_each(|(_, waker)| waker.wake());
     }
 
@@ -585,13 +607,19 @@ impl<S: Storage> Shared<S> {
         Ok(())
     }
 
-    /// Queues a sync acknowledging `epoch`. A sync queued and not started yet will cover
-    /// this group too, so it takes the group's epoch instead: the flusher never waits here.
+    /// Gets `epoch` synced. When no sync is running or queued, the flusher runs it itself
+    /// (one thread hop less for a lone writer); otherwise it is queued for the sync workers,
+    /// and a queued sync that has not started yet takes this group's epoch instead, since it
+    /// will cover this group too. Either way the flusher never waits for a sync slot.
     fn queue_sync(&self, epoch: u64) {
         let mut syncs = lock(&self.syncs);
         debug_assert!(syncs.queued.is_none_or(|queued| queued < epoch));
-        syncs.queued = Some(epoch);
-        self.sync_work.notify_one();
+        if syncs.running.is_empty() && syncs.queued.is_none() {
+            drop(self.sync(syncs, epoch));
+        } else {
+            syncs.queued = Some(epoch);
+            self.sync_work.notify_one();
+        }
     }
 
     fn stop_sync_workers(&self) {
@@ -610,58 +638,68 @@ impl<S: Storage> Shared<S> {
                 syncs = wait(&self.sync_work, syncs);
                 continue;
             };
-            let start = syncs.started;
-            syncs.started += 1;
-            syncs.running.push(start);
-            drop(syncs);
-
-            let outcome = self.storage.sync_data();
-
-            syncs = lock(&self.syncs);
-            syncs.running.retain(|&running| running != start);
-            match outcome {
-                Err(error) => {
-                    syncs.proven.clear();
-                    self.fail(PipeError::from_io(Operation::Sync, 0, 0, &error));
-                }
-                Ok(()) => {
-                    let barrier = syncs.started;
-                    syncs.proven.push((barrier, epoch));
-                    // Every sync started before `oldest_running` has finished successfully
-                    // (a failure would have failed the pipe), so proofs with a barrier at or
-                    // below it hold.
-                    let oldest_running = syncs.running.iter().copied().min().unwrap_or(u64::MAX);
-                    let mut newest = None;
-                    syncs.proven.retain(|&(barrier, epoch)| {
-                        if barrier <= oldest_running {
-                            newest = newest.max(Some(epoch));
-                            false
-                        } else {
-                            true
-                        }
-                    });
-                    if let Some(epoch) = newest {
-                        self.publish_durable(epoch);
-                    }
-                }
-            }
+            syncs = self.sync(syncs, epoch);
         }
     }
 
+    /// Runs one sync acknowledging `epoch` (the lock is released during the syscall) and
+    /// records what its outcome proves.
+    fn sync<'a>(&'a self, mut syncs: MutexGuard<'a, Syncs>, epoch: u64) -> MutexGuard<'a, Syncs> {
+        let start = syncs.started;
+        syncs.started += 1;
+        syncs.running.push(start);
+        drop(syncs);
+
+        let outcome = self.storage.sync_data();
+
+        let mut syncs = lock(&self.syncs);
+        syncs.running.retain(|&running| running != start);
+        match outcome {
+            Err(error) => {
+                syncs.proven.clear();
+                self.fail(PipeError::from_io(Operation::Sync, 0, 0, &error));
+            }
+            Ok(()) => {
+                let barrier = syncs.started;
+                syncs.proven.push((barrier, epoch));
+                // Every sync started before `oldest_running` has finished successfully (a
+                // failure would have failed the pipe), so proofs with a barrier at or below it
+                // hold.
+                let oldest_running = syncs.running.iter().copied().min().unwrap_or(u64::MAX);
+                let mut newest = None;
+                syncs.proven.retain(|&(barrier, epoch)| {
+                    let holds = barrier <= oldest_running;
+                    if holds {
+                        newest = newest.max(Some(epoch));
+                    }
+                    !holds
+                });
+                if let Some(epoch) = newest {
+                    self.publish_durable(epoch);
+                }
+            }
+        }
+        syncs
+    }
+
     fn publish_durable(&self, epoch: u64) {
-        let ready = {
+        let (sleepers, wakers) = {
             let mut notify = lock(&self.notify);
             if notify.failure.is_some() {
                 return;
             }
             self.durable.fetch_max(epoch, Ordering::Release);
-            self.durable_changed.notify_all();
-            let (ready, waiting) = std::mem::take(&mut notify.wakers)
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut notify.sleepers)
                 .into_iter()
-                .partition::<Vec<_>, _>(|(e, _)| *e <= epoch);
-            notify.wakers = waiting;
-            ready
+                .partition(|(e, _)| *e <= epoch);
+            notify.sleepers = waiting;
+            let (woken, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut notify.wakers)
+                .into_iter()
+                .partition(|(e, _)| *e <= epoch);
+            notify.wakers = pending;
+            (ready, woken)
         };
-        ready.into_iter().for_each(|(_, waker)| waker.wake());
+        sleepers.into_iter().for_each(|(_, thread)| thread.unpark());
+        wakers.into_iter().for_each(|(_, waker)| waker.wake());
     }
 }

@@ -102,7 +102,7 @@ fn bad_input_is_a_typed_error() {
             ..config()
         },
         PipeConfig {
-            chunk_size: 256,
+            chunk_size: 0,
             ..config()
         },
         PipeConfig {

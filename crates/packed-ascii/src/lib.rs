@@ -93,3 +93,7 @@ macro_rules! packed128 {
         }
     };
 }
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,177 @@
+//! Suite `pipe`: durable acknowledgements per second of the epoch pipe against the raw ceiling
+//! (a hand-written pwritev + one fdatasync per batch) and frozen-core's FrozenPipe.
+//!
+//! Records are 256 bytes, written at consecutive offsets of one preallocated file on the
+//! target directory's file system. `w{N}`: N writer threads, each writing a record and waiting
+//! until it is durable, in a loop; the raw ceiling writes the same records in batches of N (what
+//! perfect group commit of N waiting writers would do) with one thread and no coordination.
+
+use std::fs::{File, OpenOptions};
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig};
+use eventstore_benches::scale;
+
+const RECORD: usize = 256;
+/// Preallocated file size: large enough that no run grows the file.
+const FILE_BYTES: u64 = 1 << 30;
+
+fn bench_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipe-bench");
+    std::fs::create_dir_all(&dir).expect("create bench dir");
+    dir
+}
+
+fn fresh_file(name: &str) -> PathBuf {
+    let path = bench_dir().join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Writes wrap around inside the preallocated file.
+fn slot_offset(slot: u64) -> u64 {
+    (slot * RECORD as u64) % FILE_BYTES
+}
+
+/// Ours: `threads` writers, each doing `per_thread` write + wait_durable.
+fn ours(pipe: &Arc<Pipe<FileStorage>>, threads: usize, per_thread: u64) -> Duration {
+    let next_slot = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (pipe, next_slot) = (Arc::clone(pipe), Arc::clone(&next_slot));
+            scope.spawn(move || {
+                for _ in 0..per_thread {
+                    let slot = next_slot.fetch_add(1, Ordering::Relaxed);
+                    let index = slot_offset(slot) / RECORD as u64;
+                    let epoch = pipe.write(vec![0xa5u8; RECORD], index).expect("write");
+                    pipe.wait_durable(epoch).expect("durable");
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn open_pipe(name: &str) -> Arc<Pipe<FileStorage>> {
+    let storage = FileStorage::open(&fresh_file(name), FileOptions::default()).expect("open");
+    let mut config = PipeConfig {
+        chunk_size: RECORD as u64,
+        grow_step: FILE_BYTES,
+        ..PipeConfig::default()
+    };
+    // For tuning experiments: EPOCH_PIPE_SYNCS overrides the syncs in flight.
+    if let Some(syncs) = std::env::var("EPOCH_PIPE_SYNCS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.syncs_in_flight = syncs;
+    }
+    Arc::new(Pipe::new(storage, config).expect("config"))
+}
+
+/// The raw ceiling: one thread, `batches` x (pwritev of `batch` records + one fdatasync).
+fn raw_ceiling(file: &File, batch: usize, batches: u64, next_slot: &mut u64) -> Duration {
+    let record = vec![0xa5u8; RECORD];
+    let slices: Vec<IoSlice<'_>> = (0..batch).map(|_| IoSlice::new(&record)).collect();
+    let start = Instant::now();
+    for _ in 0..batches {
+        if slot_offset(*next_slot) + (batch * RECORD) as u64 > FILE_BYTES {
+            *next_slot = 0;
+        }
+        let offset = slot_offset(*next_slot) as libc::off_t;
+        // SAFETY: `slices` are valid IoSlices (ABI-compatible with iovec) alive for the call.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr().cast(),
+                slices.len() as i32,
+                offset,
+            )
+        };
+        assert_eq!(written, (batch * RECORD) as isize, "pwritev");
+        file.sync_data().expect("fdatasync");
+        *next_slot += batch as u64;
+    }
+    start.elapsed()
+}
+
+fn raw_file(name: &str) -> File {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fresh_file(name))
+        .expect("open raw file");
+    // SAFETY: plain syscall on an fd we own.
+    let result = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, FILE_BYTES as libc::off_t) };
+    if result != 0 {
+        file.set_len(FILE_BYTES).expect("set_len");
+    }
+    file.sync_all().expect("sync");
+    file
+}
+
+fn writers(c: &mut Criterion) {
+    for threads in [1usize, 8, 64] {
+        // Acks per iteration: enough that thread start-up is noise.
+        let per_thread = scale(
+            match threads {
+                1 => 64,
+                8 => 32,
+                _ => 16,
+            },
+            2,
+        ) as u64;
+        let acks = threads as u64 * per_thread;
+        let mut group = c.benchmark_group(format!("pipe/w{threads}"));
+        group.throughput(Throughput::Elements(acks));
+        group.sample_size(10);
+        let pipe = open_pipe(&format!("ours-w{threads}.dat"));
+        group.bench_function("ours", |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| ours(&pipe, threads, per_thread)).sum())
+        });
+        drop(pipe);
+        let file = raw_file(&format!("raw-w{threads}.dat"));
+        let mut next_slot = 0;
+        group.bench_function("raw-ceiling", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| raw_ceiling(&file, threads, per_thread, &mut next_slot))
+                    .sum()
+            })
+        });
+        group.finish();
+    }
+}
+
+fn latency(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pipe/w1_p50_latency");
+    group.sample_size(scale(50, 10));
+    let pipe = open_pipe("ours-latency.dat");
+    let next = AtomicU64::new(0);
+    group.bench_function("ours", |b| {
+        b.iter(|| {
+            let index = slot_offset(next.fetch_add(1, Ordering::Relaxed)) / RECORD as u64;
+            let epoch = pipe.write(vec![0x5au8; RECORD], index).expect("write");
+            pipe.wait_durable(epoch).expect("durable");
+        })
+    });
+    drop(pipe);
+    let file = raw_file("raw-latency.dat");
+    let mut next_slot = 0;
+    group.bench_function("raw-fdatasync", |b| {
+        b.iter(|| raw_ceiling(&file, 1, 1, &mut next_slot))
+    });
+    group.finish();
+}
+
+criterion_group!(pipe, writers, latency);
+criterion_main!(pipe);
