@@ -60,7 +60,10 @@ fn ours(pipe: &Arc<Pipe<FileStorage>>, threads: usize, per_thread: u64) -> Durat
 }
 
 fn open_pipe(name: &str) -> Arc<Pipe<FileStorage>> {
-    let storage = FileStorage::open(&fresh_file(name), FileOptions::default()).expect("open");
+    // For experiments: EPOCH_PIPE_URING=1 submits through io_uring where the kernel allows.
+    let io_uring = std::env::var_os("EPOCH_PIPE_URING").is_some();
+    let options = FileOptions { io_uring, ..FileOptions::default() };
+    let storage = FileStorage::open(&fresh_file(name), options).expect("open");
     let mut config = PipeConfig {
         chunk_size: RECORD as u64,
         grow_step: FILE_BYTES,

@@ -43,7 +43,9 @@ mod sync;
 pub use error::{Operation, PipeError};
 pub use payload::Payload;
 pub use pipe::{ConfigError, Durable, Epoch, Pipe, PipeConfig, Transaction};
-pub use storage::{CrashMode, Fault, FileOptions, FileStorage, SimDisk, Storage, sync_parent_dir};
+pub use storage::{
+    Backend, CrashMode, Fault, FileOptions, FileStorage, SimDisk, Storage, sync_parent_dir,
+};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

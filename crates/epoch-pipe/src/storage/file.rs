@@ -5,6 +5,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::Storage;
+use super::uring::Rings;
 
 /// How [`FileStorage::open`] opens its file.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +17,9 @@ pub struct FileOptions {
     pub direct: bool,
     /// Unix permission bits for a new file (default `0o600`: owner only).
     pub mode: u32,
+    /// Submit writes and syncs through io_uring when the kernel allows it (probed at open;
+    /// otherwise `pwritev`/`fdatasync` are used): see [`FileStorage::backend`].
+    pub io_uring: bool,
 }
 
 impl Default for FileOptions {
@@ -23,8 +27,18 @@ impl Default for FileOptions {
         FileOptions {
             direct: false,
             mode: 0o600,
+            io_uring: false,
         }
     }
+}
+
+/// How a [`FileStorage`] reaches the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `pwritev` and `fdatasync` system calls.
+    Syscalls,
+    /// io_uring `WRITEV` and `FSYNC(DATASYNC)` operations.
+    IoUring,
 }
 
 /// A real file: `pwritev`, `fdatasync`, `fallocate` (falling back to `ftruncate` where the
@@ -33,6 +47,7 @@ impl Default for FileOptions {
 pub struct FileStorage {
     file: File,
     direct: bool,
+    rings: Option<Rings>,
 }
 
 impl FileStorage {
@@ -62,12 +77,20 @@ impl FileStorage {
         if !existed {
             sync_parent_dir(path)?;
         }
-        Ok(FileStorage { file, direct })
+        // Any refusal (ENOSYS, EPERM from seccomp or the io_uring_disabled sysctl, ENOMEM)
+        // means "not here": fall back to system calls.
+        let rings = if options.io_uring { Rings::probe().ok() } else { None };
+        Ok(FileStorage { file, direct, rings })
     }
 
     /// True when the file was opened with `O_DIRECT`.
     pub fn is_direct(&self) -> bool {
         self.direct
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        if self.rings.is_some() { Backend::IoUring } else { Backend::Syscalls }
     }
 }
 
@@ -82,6 +105,9 @@ pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
 
 impl Storage for FileStorage {
     fn write_vectored_at(&self, offset: u64, buffers: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        if let Some(rings) = &self.rings {
+            return rings.write_vectored(self.file.as_raw_fd(), offset, buffers);
+        }
         let offset = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset beyond off_t"))?;
         let count = buffers.len().min(libc::c_int::MAX as usize) as libc::c_int;
@@ -103,7 +129,10 @@ impl Storage for FileStorage {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data()
+        match &self.rings {
+            Some(rings) => rings.sync_data(self.file.as_raw_fd()),
+            None => self.file.sync_data(),
+        }
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {

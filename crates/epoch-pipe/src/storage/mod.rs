@@ -3,10 +3,11 @@
 
 mod file;
 mod sim;
+mod uring;
 
 use std::io;
 
-pub use file::{FileOptions, FileStorage, sync_parent_dir};
+pub use file::{Backend, FileOptions, FileStorage, sync_parent_dir};
 pub use sim::{CrashMode, Fault, SimDisk};
 
 /// Positioned writes, a data sync, growth and reads: all the pipe needs from a file.

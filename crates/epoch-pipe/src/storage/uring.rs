@@ -1,0 +1,105 @@
+//! io_uring submission of writes and data syncs, used by [`super::FileStorage`] where the
+//! kernel allows it (probed at open: a ring is created and a no-op round-trips).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+/// Entries per ring: each operation uses one at a time.
+const RING_ENTRIES: u32 = 8;
+
+/// A free list of rings: each operation takes one, so the flusher and the sync workers submit
+/// concurrently without sharing a ring.
+#[derive(Default)]
+pub(crate) struct Rings {
+    free: Mutex<Vec<IoUring>>,
+}
+
+impl std::fmt::Debug for Rings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rings")
+    }
+}
+
+impl Rings {
+    /// Rings if this kernel (and its seccomp policy and `io_uring_disabled` sysctl) allows them.
+    pub(crate) fn probe() -> io::Result<Rings> {
+        let rings = Rings::default();
+        let mut ring = IoUring::new(RING_ENTRIES)?;
+        let result = Rings::submit(&mut ring, opcode::Nop::new().build())?;
+        if result < 0 {
+            return Err(io::Error::from_raw_os_error(-result));
+        }
+        rings.give_back(ring);
+        Ok(rings)
+    }
+
+    fn give_back(&self, ring: IoUring) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(ring);
+    }
+
+    /// Submits `entry` on a free ring and waits for its completion; returns the CQE result.
+    fn run(&self, entry: squeue::Entry) -> io::Result<i32> {
+        let taken = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut ring = match taken {
+            Some(ring) => ring,
+            None => IoUring::new(RING_ENTRIES)?,
+        };
+        // A ring whose submission failed is dropped, not reused.
+        let result = Rings::submit(&mut ring, entry)?;
+        self.give_back(ring);
+        Ok(result)
+    }
+
+    fn submit(ring: &mut IoUring, entry: squeue::Entry) -> io::Result<i32> {
+        // SAFETY: the entry's buffers (if any) are owned by the caller of `write_vectored` and
+        // outlive this call, which does not return before the operation's completion is reaped
+        // (or before the kernel refused the submission, in which case it never started).
+        unsafe { ring.submission().push(&entry) }
+            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        loop {
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(error)
+                    if matches!(
+                        error.raw_os_error(),
+                        Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
+                    ) => {}
+                Err(error) => return Err(error),
+            }
+            if let Some(completion) = ring.completion().next() {
+                return Ok(completion.result());
+            }
+        }
+    }
+
+    /// `pwritev` through the ring.
+    pub(crate) fn write_vectored(
+        &self,
+        fd: RawFd,
+        offset: u64,
+        buffers: &[io::IoSlice<'_>],
+    ) -> io::Result<usize> {
+        let count = u32::try_from(buffers.len()).unwrap_or(u32::MAX);
+        // `IoSlice` is ABI-compatible with `iovec` on Unix (std guarantees it).
+        let entry = opcode::Writev::new(types::Fd(fd), buffers.as_ptr().cast(), count)
+            .offset(offset)
+            .build();
+        let result = self.run(entry)?;
+        if result < 0 {
+            return Err(io::Error::from_raw_os_error(-result));
+        }
+        Ok(result as usize)
+    }
+
+    /// `fdatasync` through the ring.
+    pub(crate) fn sync_data(&self, fd: RawFd) -> io::Result<()> {
+        let entry = opcode::Fsync::new(types::Fd(fd)).flags(types::FsyncFlags::DATASYNC).build();
+        match self.run(entry)? {
+            result if result < 0 => Err(io::Error::from_raw_os_error(-result)),
+            _ => Ok(()),
+        }
+    }
+}
