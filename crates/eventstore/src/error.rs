@@ -1,0 +1,167 @@
+use std::io;
+use std::path::PathBuf;
+
+use epoch_pipe::PipeError;
+use packed_ascii::PackError;
+
+use crate::Expected;
+
+/// Which name was bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// A domain name (1 to 10 characters).
+    Domain,
+    /// An aggregate type name (1 to 21 characters).
+    AggregateType,
+    /// An event type name (1 to 21 characters).
+    EventType,
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptKind {
+    /// The record runs past the end of the data.
+    #[error("record cut short")]
+    Truncated,
+    /// The length word is impossible.
+    #[error("impossible record length {len}")]
+    BadLength {
+        /// The length read.
+        len: usize,
+    },
+    /// The header magic is wrong.
+    #[error("bad record magic")]
+    BadMagic,
+    /// The CRC32C does not match.
+    #[error("checksum mismatch")]
+    BadChecksum,
+    /// An unknown record kind.
+    #[error("unknown record kind {kind}")]
+    UnknownKind {
+        /// The kind byte.
+        kind: u8,
+    },
+    /// Unknown flag bits.
+    #[error("unknown record flags {flags:#04x}")]
+    UnknownFlags {
+        /// The flag byte.
+        flags: u8,
+    },
+    /// A packed name that no name encodes.
+    #[error("invalid packed name")]
+    BadName,
+    /// A record out of the log's order (wrong position, version or unknown stream).
+    #[error("record out of order: {what}")]
+    OutOfOrder {
+        /// What did not follow.
+        what: &'static str,
+    },
+}
+
+/// Everything that can go wrong with a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A name outside the alphabet, empty or too long.
+    #[error("invalid {kind:?} name {name:?}: {source}")]
+    InvalidName {
+        /// Which name.
+        kind: NameKind,
+        /// The name as given.
+        name: String,
+        /// What was wrong with it.
+        source: PackError,
+    },
+    /// An append with no events.
+    #[error("an append needs at least one event")]
+    EmptyAppend,
+    /// An event larger than the store's limit.
+    #[error("event of {size} bytes (payload + metadata) exceeds the limit of {max} bytes")]
+    EventTooLarge {
+        /// The event's size.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The stream was not at the version the append expected. Nothing was written.
+    #[error("stream {stream} expected {expected:?} but is at {actual:?}")]
+    WrongExpectedVersion {
+        /// The stream, as `domain/aggregate/instance`.
+        stream: String,
+        /// What the append expected.
+        expected: Expected,
+        /// The stream's version (`None`: no stream).
+        actual: Option<u64>,
+    },
+    /// Another process has the store open for writing.
+    #[error("store {path:?} is locked by another process")]
+    Locked {
+        /// The store directory.
+        path: PathBuf,
+    },
+    /// The directory is not a store (or not one this build understands).
+    #[error("{path:?} is not an eventstore directory: {reason}")]
+    NotAStore {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A store written with a format version this build cannot read.
+    #[error("{path:?} has format version {found}, this build reads version {supported}")]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// Damage before the tail of the log (a torn tail is repaired, not reported this way).
+    #[error("corrupt record in {path:?} at offset {offset}: {kind}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// What is wrong.
+        kind: CorruptKind,
+    },
+    /// An I/O error.
+    #[error("I/O error on {path:?}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The durability pipe failed: the store accepts no more appends; reads keep working.
+    #[error("durability failure, the store is read-only from now on: {0}")]
+    Pipe(PipeError),
+    /// The store was closed.
+    #[error("the store is closed")]
+    Closed,
+    /// A configuration value out of range.
+    #[error("invalid option {option} = {value}: {expected}")]
+    InvalidOption {
+        /// The option.
+        option: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it must be.
+        expected: &'static str,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Results of store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,878 @@
+//! The application-facing API: `Store` -> `Domain` -> `AggregateType` -> `Stream`.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig, PipeError};
+use packed_ascii::{Packed64, Packed128};
+
+use crate::error::{CorruptKind, NameKind, Result, StoreError};
+use crate::event::{Event, Expected, Receipt, RecordedEvent};
+use crate::files;
+use crate::log::LogView;
+use crate::record::{self, Kind, StreamKey};
+use crate::state::{self, CheckpointError, Committed};
+use crate::writer::{
+    CHUNK, CommitSignal, Completer, Item, PackedEvent, Request, Visible, Writer, WriterState,
+};
+
+/// Options of [`Store::open_with`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Largest payload + metadata of one event, in bytes (default 1 MiB; at least 64 KiB,
+    /// at most 16 MiB).
+    pub max_event_size: usize,
+    /// Appends the intake holds before callers wait (default 4096).
+    pub intake_capacity: usize,
+    /// A checkpoint of the stream table is written every this many events (default 1M) and
+    /// on close; opening replays only the log after the last checkpoint.
+    pub checkpoint_every: u64,
+    /// Syncs in flight in the durability pipe (default 4).
+    pub syncs_in_flight: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_event_size: 1 << 20,
+            intake_capacity: 4096,
+            checkpoint_every: 1_000_000,
+            syncs_in_flight: 4,
+        }
+    }
+}
+
+/// What opening the store found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Events found in the log (the next global position).
+    pub events: u64,
+    /// Streams found.
+    pub streams: u64,
+    /// Events replayed from the log after the last checkpoint.
+    pub replayed_events: u64,
+    /// A torn tail was cut off at this log offset.
+    pub truncated_at: Option<u64>,
+    /// Bytes zeroed when cutting the tail.
+    pub truncated_bytes: u64,
+    /// Why the tail was cut (the first bad record), if it was damaged rather than uncommitted.
+    pub tail_damage: Option<CorruptKind>,
+    /// The checkpoint was unreadable and the whole log was replayed.
+    pub checkpoint_discarded: bool,
+}
+
+/// Shared by every handle of one open store.
+struct Inner {
+    dir: PathBuf,
+    options: StoreOptions,
+    intake: Mutex<Option<SyncSender<Request>>>,
+    log: LogView,
+    index: File,
+    visible: Arc<RwLock<Visible>>,
+    signal: Arc<CommitSignal>,
+    failure: Arc<Mutex<Option<PipeError>>>,
+    pipe: Arc<Pipe<FileStorage>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+    _lock: File,
+}
+
+/// An open event store. Cheap to clone and share between threads (`Send + Sync`).
+///
+/// ```
+/// use eventstore::{Event, Expected, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path())?;
+/// let accounts = store.domain("bank")?.aggregate("account")?;
+/// let stream = accounts.instance(42u128);
+/// let receipt = stream.append(Expected::NoStream, &[Event::new("opened", b"{}".to_vec())])?;
+/// assert_eq!(receipt.last_version(), 0);
+/// stream.append(Expected::Exact(0), &[Event::new("deposited", b"100".to_vec())])?;
+/// let events = stream.read_from(0)?;
+/// assert_eq!(events.len(), 2);
+/// assert_eq!(events[1].payload, b"100");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A domain of a store (1 to 10 characters).
+#[derive(Debug, Clone)]
+pub struct Domain {
+    store: Store,
+    domain: Packed64,
+}
+
+/// An aggregate type within a domain (1 to 21 characters).
+#[derive(Debug, Clone)]
+pub struct AggregateType {
+    store: Store,
+    domain: Packed64,
+    aggregate: Packed128,
+}
+
+/// One aggregate instance's stream of events.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    store: Store,
+    key: StreamKey,
+}
+
+/// One part of [`Store::append_multi`].
+#[derive(Debug, Clone, Copy)]
+pub struct AppendItem<'a> {
+    /// The stream.
+    pub stream: &'a Stream,
+    /// What it must be at.
+    pub expected: Expected,
+    /// Its new events.
+    pub events: &'a [Event],
+}
+
+/// An append submitted without waiting: wait for it later.
+#[derive(Debug)]
+pub struct PendingAppend {
+    reply: Receiver<Result<Receipt>>,
+}
+
+impl PendingAppend {
+    /// Blocks until the append is durable (or failed).
+    pub fn wait(self) -> Result<Receipt> {
+        self.reply.recv().unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating it if the directory is new or empty.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens with options.
+    pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref();
+        check_options(&options)?;
+        let lock = files::prepare(dir)?;
+        let log_path = files::path(dir, files::LOG);
+        let index_path = files::path(dir, files::INDEX);
+        let log_file = files::open_rw(&log_path)?;
+        let index = files::open_rw(&index_path)?;
+        let created = !files::path(dir, files::CHECKPOINT).exists()
+            && log_file
+                .metadata()
+                .map_err(|e| StoreError::io(&log_path, e))?
+                .len()
+                == 0;
+        if created {
+            files::sync_dir(dir)?;
+        }
+        let log = LogView::open(&log_path)?;
+        let (committed, recovery, tail) = recover(dir, &log_file, &log, &index, &index_path)?;
+        drop(log_file);
+
+        let storage = FileStorage::open(&log_path, FileOptions::default())
+            .map_err(|e| StoreError::io(&log_path, e))?;
+        let pipe_config = PipeConfig {
+            chunk_size: CHUNK,
+            max_write: (64 << 20).max(options.max_event_size as u64 * 4),
+            syncs_in_flight: options.syncs_in_flight,
+            ..PipeConfig::default()
+        };
+        let pipe =
+            Arc::new(
+                Pipe::new(storage, pipe_config).map_err(|e| StoreError::InvalidOption {
+                    option: "syncs_in_flight",
+                    value: e.value,
+                    expected: e.expected,
+                })?,
+            );
+
+        let tail_base = committed.log_end / CHUNK * CHUNK;
+        let writer = Writer {
+            state: WriterState {
+                table: committed.table.clone(),
+                next_position: committed.next_position,
+                log_end: committed.log_end,
+                tail_base,
+                tail,
+            },
+            pipe: Arc::clone(&pipe),
+            index: index
+                .try_clone()
+                .map_err(|e| StoreError::io(&index_path, e))?,
+            index_path: index_path.clone(),
+            max_batch_requests: 1024,
+        };
+        let visible = Arc::new(RwLock::new(Visible {
+            state: committed.clone(),
+        }));
+        let signal = Arc::new(CommitSignal {
+            next_position: Mutex::new(committed.next_position),
+            changed: std::sync::Condvar::new(),
+        });
+        let failure = Arc::new(Mutex::new(None));
+        let checkpoint_dir = dir.to_path_buf();
+        let checkpoint_index = index
+            .try_clone()
+            .map_err(|e| StoreError::io(&index_path, e))?;
+        let completer = Completer {
+            pipe: Arc::clone(&pipe),
+            visible: Arc::clone(&visible),
+            signal: Arc::clone(&signal),
+            failure: Arc::clone(&failure),
+            // A checkpoint is an optimisation: when it cannot be written the next open replays
+            // more of the log, so a failure here is not an append failure.
+            checkpoint: Box::new(move |state| {
+                let _ = write_checkpoint(&checkpoint_dir, &checkpoint_index, state);
+            }),
+            checkpoint_every: options.checkpoint_every,
+        };
+        let (intake_tx, intake_rx) = mpsc::sync_channel(options.intake_capacity);
+        let (done_tx, done_rx) = mpsc::channel();
+        let writer_thread = std::thread::Builder::new()
+            .name("eventstore-writer".into())
+            .spawn(move || writer.run(intake_rx, done_tx))
+            .map_err(|e| StoreError::io(dir, e))?;
+        let completer_thread = std::thread::Builder::new()
+            .name("eventstore-completer".into())
+            .spawn(move || completer.run(done_rx))
+            .map_err(|e| StoreError::io(dir, e))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                options,
+                intake: Mutex::new(Some(intake_tx)),
+                log,
+                index,
+                visible,
+                signal,
+                failure,
+                pipe,
+                threads: Mutex::new(vec![writer_thread, completer_thread]),
+                recovery,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// What opening found and repaired (a torn tail, replayed events).
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// A domain handle; the name is checked and packed once.
+    pub fn domain(&self, name: &str) -> Result<Domain> {
+        let domain = Packed64::new(name).map_err(|source| StoreError::InvalidName {
+            kind: NameKind::Domain,
+            name: name.into(),
+            source,
+        })?;
+        Ok(Domain {
+            store: self.clone(),
+            domain,
+        })
+    }
+
+    /// Events in the global order from `from_position`, at most `limit`.
+    pub fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let (next_position, log_end) = self.committed_end();
+        let mut events = Vec::new();
+        if from_position >= next_position || limit == 0 {
+            return Ok(events);
+        }
+        let mut offset = self.offset_of(from_position)?;
+        let table = self.read_visible();
+        let map = self.inner.log.map_covering(log_end)?;
+        while offset < log_end && events.len() < limit {
+            let bytes = &map[offset as usize..log_end as usize];
+            let record = match record::decode(bytes) {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(kind) => return Err(self.inner.log.corrupt(offset, kind)),
+            };
+            if record.header.kind == Kind::Event && record.header.position >= from_position {
+                if record.header.position >= next_position {
+                    break;
+                }
+                events.push(recorded(
+                    &table.state.table.streams[record.header.stream as usize].key,
+                    &record,
+                ));
+            }
+            offset += record.stored_len as u64;
+        }
+        Ok(events)
+    }
+
+    /// Follows the global order from `from_position`: past events first, then new ones as
+    /// they become durable. A subscriber reads from the log at its own pace and never holds
+    /// writers back.
+    pub fn subscribe(&self, from_position: u64) -> Subscription {
+        Subscription {
+            store: self.clone(),
+            next_position: from_position,
+            buffer: Vec::new().into_iter(),
+        }
+    }
+
+    /// Appends to several streams at once: all of it becomes durable together or none of it
+    /// does, and one failed expectation fails the whole call.
+    pub fn append_multi(&self, items: &[AppendItem<'_>]) -> Result<Receipt> {
+        self.append_multi_nowait(items)?.wait()
+    }
+
+    /// [`Store::append_multi`] without waiting for durability.
+    pub fn append_multi_nowait(&self, items: &[AppendItem<'_>]) -> Result<PendingAppend> {
+        if items.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let packed = items
+            .iter()
+            .map(|item| self.pack_item(item.stream.key, item.expected, item.events))
+            .collect::<Result<Vec<_>>>()?;
+        self.submit(packed)
+    }
+
+    /// The number of events in the store (= the next global position).
+    pub fn len(&self) -> u64 {
+        self.committed_end().0
+    }
+
+    /// True when the store has no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops accepting appends, waits for those in flight, writes a checkpoint and stops
+    /// the threads. Later appends through any handle fail with [`StoreError::Closed`]; reads
+    /// keep working. Also done when the last handle is dropped.
+    pub fn close(&self) -> Result<()> {
+        self.inner.shutdown();
+        match self
+            .inner
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            Some(failure) => Err(StoreError::Pipe(failure)),
+            None => Ok(()),
+        }
+    }
+
+    fn pack_item(&self, key: StreamKey, expected: Expected, events: &[Event]) -> Result<Item> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let max = self.inner.options.max_event_size;
+        let events = events
+            .iter()
+            .map(|event| {
+                let size = event.payload.len() + event.metadata.len();
+                if size > max {
+                    return Err(StoreError::EventTooLarge { size, max });
+                }
+                let event_type = Packed128::new(&event.event_type).map_err(|source| {
+                    StoreError::InvalidName {
+                        kind: NameKind::EventType,
+                        name: event.event_type.clone(),
+                        source,
+                    }
+                })?;
+                Ok(PackedEvent {
+                    event_type,
+                    metadata: event.metadata.clone(),
+                    payload: event.payload.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Item {
+            key,
+            expected,
+            events,
+        })
+    }
+
+    fn submit(&self, items: Vec<Item>) -> Result<PendingAppend> {
+        if let Some(failure) = self
+            .inner
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(StoreError::Pipe(failure));
+        }
+        let (reply, receiver) = mpsc::channel();
+        let intake = self
+            .inner
+            .intake
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let intake = intake.ok_or(StoreError::Closed)?;
+        intake
+            .send(Request { items, reply })
+            .map_err(|_| StoreError::Closed)?;
+        Ok(PendingAppend { reply: receiver })
+    }
+
+    fn read_visible(&self) -> std::sync::RwLockReadGuard<'_, Visible> {
+        self.inner.visible.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// (next position, log end) of what is durable and visible.
+    fn committed_end(&self) -> (u64, u64) {
+        let visible = self.read_visible();
+        (visible.state.next_position, visible.state.log_end)
+    }
+
+    fn offset_of(&self, position: u64) -> Result<u64> {
+        let mut entry = [0u8; 8];
+        self.inner
+            .index
+            .read_exact_at(&mut entry, position * 8)
+            .map_err(|e| StoreError::io(files::path(&self.inner.dir, files::INDEX), e))?;
+        Ok(u64::from_le_bytes(entry))
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        // Closing the intake ends the writer after it drains; the completer follows.
+        drop(self.intake.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+        let _ = self.pipe.close();
+        // Wake caught-up subscribers so they see the store closed.
+        let _next = self
+            .signal
+            .next_position
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.signal.changed.notify_all();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Domain {
+    /// An aggregate type handle; the name is checked and packed once.
+    pub fn aggregate(&self, name: &str) -> Result<AggregateType> {
+        let aggregate = Packed128::new(name).map_err(|source| StoreError::InvalidName {
+            kind: NameKind::AggregateType,
+            name: name.into(),
+            source,
+        })?;
+        Ok(AggregateType {
+            store: self.store.clone(),
+            domain: self.domain,
+            aggregate,
+        })
+    }
+
+    /// The packed domain name.
+    pub fn name(&self) -> Packed64 {
+        self.domain
+    }
+}
+
+impl AggregateType {
+    /// The stream of one instance (ids up to 128 bits: UUIDs fit).
+    pub fn instance(&self, id: impl Into<u128>) -> Stream {
+        Stream {
+            store: self.store.clone(),
+            key: StreamKey {
+                domain: self.domain,
+                aggregate: self.aggregate,
+                instance: id.into(),
+            },
+        }
+    }
+
+    /// The packed aggregate type name.
+    pub fn name(&self) -> Packed128 {
+        self.aggregate
+    }
+}
+
+impl Stream {
+    /// Appends `events` if the stream is as `expected`, and waits until they are durable.
+    pub fn append(&self, expected: Expected, events: &[Event]) -> Result<Receipt> {
+        self.append_nowait(expected, events)?.wait()
+    }
+
+    /// Submits the append and returns at once; [`PendingAppend::wait`] waits for durability.
+    /// Nothing is visible to readers before it is durable.
+    pub fn append_nowait(&self, expected: Expected, events: &[Event]) -> Result<PendingAppend> {
+        let item = self.store.pack_item(self.key, expected, events)?;
+        self.store.submit(vec![item])
+    }
+
+    /// The version of the stream's last durable event (`None`: no events).
+    pub fn version(&self) -> Option<u64> {
+        let visible = self.store.read_visible();
+        visible
+            .state
+            .table
+            .get(&self.key)
+            .and_then(|(_, stream)| stream.last_version)
+    }
+
+    /// Every event from version `from` on, in version order.
+    pub fn read_from(&self, from: u64) -> Result<Vec<RecordedEvent>> {
+        self.read(from, usize::MAX)
+    }
+
+    /// At most `limit` events from version `from` on, in version order.
+    pub fn read(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let mut offsets = self.offsets_down_to(from)?;
+        offsets.reverse();
+        offsets.truncate(limit);
+        self.decode_all(&offsets)
+    }
+
+    /// At most `limit` events from version `from` (or the last, with `None`) downwards.
+    pub fn read_backward(&self, from: Option<u64>, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let last = self.version();
+        let Some(last) = last else {
+            return Ok(Vec::new());
+        };
+        let start = from.unwrap_or(last).min(last);
+        let lowest = (start + 1).saturating_sub(limit as u64);
+        let offsets = self.offsets_down_to(lowest)?;
+        let skip = (last - start) as usize;
+        let offsets: Vec<u64> = offsets.into_iter().skip(skip).take(limit).collect();
+        self.decode_all(&offsets)
+    }
+
+    /// Offsets of the stream's durable events with version >= `lowest`, newest first, found
+    /// by following each record's link to the stream's previous event: the cost is the
+    /// number of events walked, never the size of the log.
+    fn offsets_down_to(&self, lowest: u64) -> Result<Vec<u64>> {
+        let (last, mut offset, log_end) = {
+            let visible = self.store.read_visible();
+            match visible.state.table.get(&self.key) {
+                Some((_, stream)) => match stream.last_version {
+                    Some(last) => (last, stream.last_offset, visible.state.log_end),
+                    None => return Ok(Vec::new()),
+                },
+                None => return Ok(Vec::new()),
+            }
+        };
+        if lowest > last {
+            return Ok(Vec::new());
+        }
+        let mut offsets = Vec::with_capacity((last - lowest + 1).min(1 << 20) as usize);
+        let map = self.store.inner.log.map_covering(log_end)?;
+        let mut expected_version = last;
+        loop {
+            let bytes = map
+                .get(offset as usize..log_end as usize)
+                .unwrap_or_default();
+            let record = match record::decode(bytes) {
+                Ok(Some(record)) => record,
+                Ok(None) => {
+                    return Err(self.store.inner.log.corrupt(offset, CorruptKind::Truncated));
+                }
+                Err(kind) => return Err(self.store.inner.log.corrupt(offset, kind)),
+            };
+            if record.header.version != expected_version {
+                let what = "stream link leads to the wrong version";
+                return Err(self
+                    .store
+                    .inner
+                    .log
+                    .corrupt(offset, CorruptKind::OutOfOrder { what }));
+            }
+            offsets.push(offset);
+            if expected_version == lowest || record.header.prev == record::NO_PREVIOUS {
+                break;
+            }
+            expected_version -= 1;
+            offset = record.header.prev;
+        }
+        Ok(offsets)
+    }
+
+    fn decode_all(&self, offsets: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let (_, log_end) = self.store.committed_end();
+        offsets
+            .iter()
+            .map(|&offset| {
+                self.store
+                    .inner
+                    .log
+                    .with_record(offset, log_end, |r| recorded(&self.key, r))
+            })
+            .collect()
+    }
+
+    /// The stream's names.
+    pub fn key(&self) -> StreamKey {
+        self.key
+    }
+}
+
+fn recorded(key: &StreamKey, record: &record::Record<'_>) -> RecordedEvent {
+    RecordedEvent {
+        domain: key.domain,
+        aggregate_type: key.aggregate,
+        instance: key.instance,
+        // Event records always carry a type (the decoder refuses one without).
+        event_type: record
+            .header
+            .event_type
+            .unwrap_or(packed_ascii::packed128!("?")),
+        version: record.header.version,
+        position: record.header.position,
+        timestamp: record.header.timestamp,
+        metadata: record.metadata.to_vec(),
+        payload: record.body.to_vec(),
+    }
+}
+
+/// Follows the global order; see [`Store::subscribe`].
+#[derive(Debug)]
+pub struct Subscription {
+    store: Store,
+    next_position: u64,
+    buffer: std::vec::IntoIter<RecordedEvent>,
+}
+
+impl Subscription {
+    /// The next event, waiting for one if the subscriber is caught up.
+    pub fn next_event(&mut self) -> Result<RecordedEvent> {
+        loop {
+            if let Some(event) = self.next_timeout(Duration::from_secs(3600))? {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// The next event if one is durable already.
+    pub fn try_next(&mut self) -> Result<Option<RecordedEvent>> {
+        if let Some(event) = self.buffer.next() {
+            return Ok(Some(event));
+        }
+        let batch = self.store.read_all(self.next_position, 1024)?;
+        if let Some(last) = batch.last() {
+            self.next_position = last.position + 1;
+        }
+        self.buffer = batch.into_iter();
+        Ok(self.buffer.next())
+    }
+
+    /// The next event, waiting at most `timeout` for one.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.try_next()? {
+                return Ok(Some(event));
+            }
+            let signal = &self.store.inner.signal;
+            let mut next = signal
+                .next_position
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            while *next <= self.next_position {
+                if self
+                    .store
+                    .inner
+                    .intake
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_none()
+                {
+                    return Err(StoreError::Closed);
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                next = signal
+                    .changed
+                    .wait_timeout(next, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+    }
+
+    /// The position of the next event this subscription returns.
+    pub fn position(&self) -> u64 {
+        self.next_position - self.buffer.len() as u64
+    }
+}
+
+fn check_options(options: &StoreOptions) -> Result<()> {
+    let invalid = |option, value: u64, expected| {
+        Err(StoreError::InvalidOption {
+            option,
+            value,
+            expected,
+        })
+    };
+    if !(64 << 10..=16 << 20).contains(&options.max_event_size) {
+        return invalid(
+            "max_event_size",
+            options.max_event_size as u64,
+            "between 64 KiB and 16 MiB",
+        );
+    }
+    if options.intake_capacity == 0 {
+        return invalid("intake_capacity", 0, "at least 1");
+    }
+    if options.checkpoint_every == 0 {
+        return invalid("checkpoint_every", 0, "at least 1");
+    }
+    if !(1..=64).contains(&options.syncs_in_flight) {
+        return invalid(
+            "syncs_in_flight",
+            options.syncs_in_flight as u64,
+            "between 1 and 64",
+        );
+    }
+    Ok(())
+}
+
+/// Writes the checkpoint: the global index is made durable first (it covers every position
+/// the checkpoint claims), then the checkpoint replaces the old one atomically.
+fn write_checkpoint(dir: &Path, index: &File, state: &Committed) -> Result<()> {
+    let index_path = files::path(dir, files::INDEX);
+    index
+        .sync_data()
+        .map_err(|e| StoreError::io(&index_path, e))?;
+    let temporary = files::path(dir, "checkpoint.tmp");
+    files::write_durably(&temporary, &state::encode_checkpoint(state))?;
+    let target = files::path(dir, files::CHECKPOINT);
+    std::fs::rename(&temporary, &target).map_err(|e| StoreError::io(&target, e))?;
+    files::sync_dir(dir)
+}
+
+/// Loads the checkpoint, replays the log after it, cuts a torn tail, and rebuilds the global
+/// index entries the checkpoint does not cover. Returns the committed state, the report, and
+/// the log's last partial chunk (the writer continues it).
+fn recover(
+    dir: &Path,
+    log_file: &File,
+    log: &LogView,
+    index: &File,
+    index_path: &Path,
+) -> Result<(Committed, RecoveryReport, Vec<u8>)> {
+    let mut report = RecoveryReport::default();
+    let checkpoint_path = files::path(dir, files::CHECKPOINT);
+    let mut committed = match std::fs::read(&checkpoint_path) {
+        Ok(bytes) => match state::decode_checkpoint(&bytes) {
+            Ok(committed) => committed,
+            Err(CheckpointError::Version(found)) => {
+                return Err(StoreError::UnsupportedFormat {
+                    path: checkpoint_path,
+                    found,
+                    supported: 1,
+                });
+            }
+            Err(CheckpointError::Corrupt(_)) => {
+                report.checkpoint_discarded = true;
+                Committed::default()
+            }
+        },
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Committed::default(),
+        Err(error) => return Err(StoreError::io(&checkpoint_path, error)),
+    };
+    let log_len = log_file
+        .metadata()
+        .map_err(|e| StoreError::io(log.path(), e))?
+        .len();
+    if committed.log_end > log_len {
+        // The checkpoint claims more log than there is: it cannot be trusted.
+        report.checkpoint_discarded = true;
+        committed = Committed::default();
+    }
+    let checkpoint_positions = committed.next_position;
+    let map = if log_len > 0 {
+        Some(log.map_covering(log_len)?)
+    } else {
+        None
+    };
+    let bytes: &[u8] = map.as_deref().map_or(&[], |m| &m[..]);
+    let replay = state::replay_tail(bytes, &mut committed);
+    if let Some((offset, kind)) = replay.damage {
+        let after = (offset as usize + record::ALIGN).min(bytes.len());
+        if state::valid_record_after(&bytes[after..]) {
+            return Err(log.corrupt(offset, kind));
+        }
+        report.tail_damage = Some(kind);
+    }
+    // Cut everything after the last committed append: zero it (the log's end is where the
+    // zeros begin) and make that durable before anything new is written.
+    let stop = replay.stop as usize;
+    let dirty_end = bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| last + 1);
+    if dirty_end > stop {
+        report.truncated_at = Some(replay.stop);
+        report.truncated_bytes = (dirty_end - stop) as u64;
+        let zeros = vec![0u8; (dirty_end - stop).min(1 << 20)];
+        let mut at = stop;
+        while at < dirty_end {
+            let len = zeros.len().min(dirty_end - at);
+            log_file
+                .write_all_at(&zeros[..len], at as u64)
+                .map_err(|e| StoreError::io(log.path(), e))?;
+            at += len;
+        }
+        log_file
+            .sync_data()
+            .map_err(|e| StoreError::io(log.path(), e))?;
+    }
+    let tail_base = committed.log_end / CHUNK * CHUNK;
+    let tail = bytes
+        .get(tail_base as usize..committed.log_end as usize)
+        .unwrap_or_default()
+        .to_vec();
+    drop(map);
+
+    let mut entries = Vec::with_capacity(replay.event_offsets.len() * 8);
+    for offset in &replay.event_offsets {
+        entries.extend_from_slice(&offset.to_le_bytes());
+    }
+    index
+        .write_all_at(&entries, checkpoint_positions * 8)
+        .and_then(|()| index.set_len(committed.next_position * 8))
+        .and_then(|()| index.sync_data())
+        .map_err(|e| StoreError::io(index_path, e))?;
+
+    report.events = committed.next_position;
+    report.streams = committed.table.streams.len() as u64;
+    report.replayed_events = replay.event_offsets.len() as u64;
+    Ok((committed, report, tail))
+}

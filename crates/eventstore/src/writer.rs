@@ -1,0 +1,403 @@
+//! The single writer and the completer.
+//!
+//! The writer thread is the serialization point: it takes appends from the intake in batches,
+//! checks expected versions against its view of every stream (including appends still in
+//! flight), assigns versions and global positions, encodes records, writes the global index
+//! entries, and hands the batch to the epoch pipe as one write. The completer thread waits
+//! for each batch's epoch in order, then makes it visible (committed table, subscribers) and
+//! answers the callers. A wrong expected version fails that append alone and writes nothing.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use epoch_pipe::{Epoch, FileStorage, Pipe, PipeError};
+use packed_ascii::Packed128;
+
+use crate::error::{Result, StoreError};
+use crate::event::{Expected, Receipt};
+use crate::record::{self, Header, Kind, StreamKey};
+use crate::state::{Committed, StreamState, Table};
+
+/// Bytes per pipe chunk: the log is written in 4 KiB-aligned pieces.
+pub const CHUNK: u64 = 4096;
+
+/// One event, validated and packed by the caller's thread.
+#[derive(Debug)]
+pub struct PackedEvent {
+    pub event_type: Packed128,
+    pub metadata: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// One stream's part of an append.
+#[derive(Debug)]
+pub struct Item {
+    pub key: StreamKey,
+    pub expected: Expected,
+    pub events: Vec<PackedEvent>,
+}
+
+/// An append on its way to the writer.
+#[derive(Debug)]
+pub struct Request {
+    pub items: Vec<Item>,
+    pub reply: Sender<Result<Receipt>>,
+}
+
+/// A batch written and waiting for its epoch.
+struct Completion {
+    epoch: Epoch,
+    replies: Vec<(Sender<Result<Receipt>>, Receipt)>,
+    new_streams: Vec<StreamKey>,
+    updates: Vec<(u64, u64, u64)>,
+    next_position: u64,
+    log_end: u64,
+}
+
+/// What the completer publishes; readers take its read lock.
+#[derive(Debug, Default)]
+pub struct Visible {
+    pub state: Committed,
+}
+
+/// Wakes subscribers when the committed position moves.
+#[derive(Debug, Default)]
+pub struct CommitSignal {
+    pub next_position: Mutex<u64>,
+    pub changed: std::sync::Condvar,
+}
+
+/// The writer's view of the log: committed state plus every batch in flight.
+pub struct WriterState {
+    pub table: Table,
+    pub next_position: u64,
+    pub log_end: u64,
+    /// The log from `tail_base` (chunk-aligned) to `log_end`: the partial last chunk is
+    /// rewritten with the next batch.
+    pub tail_base: u64,
+    pub tail: Vec<u8>,
+}
+
+/// Everything the writer thread owns.
+pub struct Writer {
+    pub state: WriterState,
+    pub pipe: Arc<Pipe<FileStorage>>,
+    pub index: File,
+    pub index_path: std::path::PathBuf,
+    pub max_batch_requests: usize,
+}
+
+fn stream_name(key: &StreamKey) -> String {
+    format!("{}/{}/{:032x}", key.domain, key.aggregate, key.instance)
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Writer {
+    /// Runs until the intake closes; then hands the completer its end.
+    pub fn run(mut self, intake: Receiver<Request>, completer: Sender<CompletionMsg>) {
+        let mut batch = Vec::new();
+        while let Ok(first) = intake.recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch_requests {
+                match intake.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            match self.write_batch(std::mem::take(&mut batch)) {
+                Ok(Some(completion)) => {
+                    if completer.send(CompletionMsg(completion)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(()) => return,
+            }
+        }
+    }
+
+    /// Encodes a batch; `Err(())` when the pipe has failed (every caller was answered).
+    fn write_batch(&mut self, requests: Vec<Request>) -> Result<Option<Completion>, ()> {
+        let timestamp = now_nanos();
+        let first_offset = self.state.log_end;
+        let first_position = self.state.next_position;
+        let mut replies = Vec::with_capacity(requests.len());
+        let mut new_streams = Vec::new();
+        let mut touched: HashMap<u64, (u64, u64)> = HashMap::new();
+        let mut event_offsets = Vec::new();
+        for request in requests {
+            match self.encode_request(
+                &request.items,
+                timestamp,
+                &mut new_streams,
+                &mut touched,
+                &mut event_offsets,
+            ) {
+                Ok(receipt) => replies.push((request.reply, receipt)),
+                Err(error) => {
+                    let _ = request.reply.send(Err(error));
+                }
+            }
+        }
+        if self.state.log_end == first_offset {
+            return Ok(None);
+        }
+        // Global index entries (page cache only; made durable before each checkpoint, and
+        // rebuilt from the log after a crash).
+        let mut entries = Vec::with_capacity(event_offsets.len() * 8);
+        for offset in &event_offsets {
+            entries.extend_from_slice(&offset.to_le_bytes());
+        }
+        let index_result = self.index.write_all_at(&entries, first_position * 8);
+        let start = first_offset / CHUNK * CHUNK;
+        let bytes = self.state.tail[(start - self.state.tail_base) as usize..].to_vec();
+        let written = match index_result {
+            Ok(()) => self
+                .pipe
+                .write(bytes, start / CHUNK)
+                .map_err(StoreError::Pipe),
+            Err(error) => Err(StoreError::io(&self.index_path, error)),
+        };
+        let epoch = match written {
+            Ok(epoch) => epoch,
+            Err(error) => {
+                let message = error.to_string();
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(match &error {
+                        StoreError::Pipe(failure) => StoreError::Pipe(failure.clone()),
+                        _ => StoreError::Io {
+                            path: self.index_path.clone(),
+                            source: std::io::Error::other(message.clone()),
+                        },
+                    }));
+                }
+                return Err(());
+            }
+        };
+        // Keep only the last partial chunk of the tail.
+        let keep_from = self.state.log_end / CHUNK * CHUNK;
+        self.state
+            .tail
+            .drain(..(keep_from - self.state.tail_base) as usize);
+        self.state.tail_base = keep_from;
+        let updates = touched
+            .into_iter()
+            .map(|(id, (version, offset))| (id, version, offset))
+            .collect();
+        Ok(Some(Completion {
+            epoch,
+            replies,
+            new_streams,
+            updates,
+            next_position: self.state.next_position,
+            log_end: self.state.log_end,
+        }))
+    }
+
+    /// Checks every expectation of one append, then encodes it; on a wrong expectation nothing
+    /// is encoded and no state changes.
+    fn encode_request(
+        &mut self,
+        items: &[Item],
+        timestamp: u64,
+        new_streams: &mut Vec<StreamKey>,
+        touched: &mut HashMap<u64, (u64, u64)>,
+        event_offsets: &mut Vec<u64>,
+    ) -> Result<Receipt> {
+        // Phase 1: expectations, with earlier items of this append counted.
+        let mut planned: HashMap<StreamKey, Option<u64>> = HashMap::new();
+        for item in items {
+            let actual = match planned.get(&item.key) {
+                Some(version) => *version,
+                None => self
+                    .state
+                    .table
+                    .get(&item.key)
+                    .and_then(|(_, s)| s.last_version),
+            };
+            if !item.expected.admits(actual) {
+                return Err(StoreError::WrongExpectedVersion {
+                    stream: stream_name(&item.key),
+                    expected: item.expected,
+                    actual,
+                });
+            }
+            let added = item.events.len() as u64;
+            planned.insert(item.key, Some(actual.map_or(added - 1, |v| v + added)));
+        }
+        // Phase 2: encode. The last record of the append carries COMMIT.
+        let creations = {
+            let mut seen = std::collections::HashSet::new();
+            items
+                .iter()
+                .filter(|item| self.state.table.get(&item.key).is_none() && seen.insert(item.key))
+                .count()
+        };
+        let total_records = creations + items.iter().map(|i| i.events.len()).sum::<usize>();
+        let mut written_records = 0;
+        let first_position = self.state.next_position;
+        let mut last_versions = Vec::with_capacity(items.len());
+        for item in items {
+            let id = match self.state.table.get(&item.key) {
+                Some((id, _)) => id,
+                None => {
+                    let id = self.state.table.create(item.key);
+                    new_streams.push(item.key);
+                    written_records += 1;
+                    let header = Header {
+                        kind: Kind::StreamCreated,
+                        commit: written_records == total_records,
+                        position: 0,
+                        stream: id,
+                        version: 0,
+                        timestamp,
+                        prev: record::NO_PREVIOUS,
+                        event_type: None,
+                    };
+                    self.append_record(&header, &[], &record::encode_stream_body(&item.key));
+                    id
+                }
+            };
+            for event in &item.events {
+                let stream = self.state.table.streams[id as usize];
+                let version = stream.last_version.map_or(0, |v| v + 1);
+                let prev = if stream.last_version.is_some() {
+                    stream.last_offset
+                } else {
+                    record::NO_PREVIOUS
+                };
+                written_records += 1;
+                let header = Header {
+                    kind: Kind::Event,
+                    commit: written_records == total_records,
+                    position: self.state.next_position,
+                    stream: id,
+                    version,
+                    timestamp,
+                    prev,
+                    event_type: Some(event.event_type),
+                };
+                let offset = self.append_record(&header, &event.metadata, &event.payload);
+                event_offsets.push(offset);
+                self.state.next_position += 1;
+                let stream = &mut self.state.table.streams[id as usize];
+                stream.last_version = Some(version);
+                stream.last_offset = offset;
+                touched.insert(id, (version, offset));
+            }
+            last_versions.push(
+                self.state.table.streams[id as usize]
+                    .last_version
+                    .unwrap_or(0),
+            );
+        }
+        debug_assert_eq!(written_records, total_records);
+        Ok(Receipt {
+            first_position,
+            last_position: self.state.next_position - 1,
+            last_versions,
+        })
+    }
+
+    /// Encodes one record at the log's end; returns its offset.
+    fn append_record(&mut self, header: &Header, metadata: &[u8], body: &[u8]) -> u64 {
+        let offset = self.state.log_end;
+        let before = self.state.tail.len();
+        record::encode(&mut self.state.tail, header, metadata, body);
+        self.state.log_end += (self.state.tail.len() - before) as u64;
+        offset
+    }
+}
+
+/// A completion on its way to the completer (opaque outside this module).
+pub struct CompletionMsg(Completion);
+
+/// The completer: waits for each batch's epoch in order, then publishes and answers.
+pub struct Completer {
+    pub pipe: Arc<Pipe<FileStorage>>,
+    pub visible: Arc<RwLock<Visible>>,
+    pub signal: Arc<CommitSignal>,
+    pub failure: Arc<Mutex<Option<PipeError>>>,
+    pub checkpoint: Box<dyn FnMut(&Committed) + Send>,
+    pub checkpoint_every: u64,
+}
+
+impl Completer {
+    /// Runs until the writer is gone and every completion is answered.
+    pub fn run(mut self, completions: Receiver<CompletionMsg>) {
+        let mut since_checkpoint = 0;
+        for CompletionMsg(completion) in completions {
+            let failed = self
+                .failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let outcome = match failed {
+                Some(failure) => Err(failure),
+                None => self.pipe.wait_durable(completion.epoch),
+            };
+            match outcome {
+                Ok(()) => {
+                    let events = {
+                        let mut visible = self.visible.write().unwrap_or_else(|p| p.into_inner());
+                        let state = &mut visible.state;
+                        for key in &completion.new_streams {
+                            state.table.create(*key);
+                        }
+                        for &(id, version, offset) in &completion.updates {
+                            let stream: &mut StreamState = &mut state.table.streams[id as usize];
+                            stream.last_version = Some(version);
+                            stream.last_offset = offset;
+                        }
+                        let events = completion.next_position - state.next_position;
+                        state.next_position = completion.next_position;
+                        state.log_end = completion.log_end;
+                        events
+                    };
+                    {
+                        let mut next = self
+                            .signal
+                            .next_position
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        *next = completion.next_position;
+                        self.signal.changed.notify_all();
+                    }
+                    for (reply, receipt) in completion.replies {
+                        let _ = reply.send(Ok(receipt));
+                    }
+                    since_checkpoint += events;
+                    if since_checkpoint >= self.checkpoint_every {
+                        since_checkpoint = 0;
+                        let visible = self.visible.read().unwrap_or_else(|p| p.into_inner());
+                        (self.checkpoint)(&visible.state);
+                    }
+                }
+                Err(failure) => {
+                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure.clone());
+                    for (reply, _) in completion.replies {
+                        let _ = reply.send(Err(StoreError::Pipe(failure.clone())));
+                    }
+                }
+            }
+        }
+        if self
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            let visible = self.visible.read().unwrap_or_else(|p| p.into_inner());
+            (self.checkpoint)(&visible.state);
+        }
+    }
+}

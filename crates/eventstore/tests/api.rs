@@ -1,0 +1,515 @@
+//! The application-facing behaviour of a store.
+
+use std::sync::{Arc, Barrier};
+
+use eventstore::{AppendItem, Event, Expected, NameKind, Store, StoreError, StoreOptions};
+
+fn event(kind: &str, payload: &[u8]) -> Event {
+    Event::new(kind, payload.to_vec())
+}
+
+#[test]
+fn versions_start_at_zero_and_positions_are_global_and_gap_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let accounts = store.domain("bank").unwrap().aggregate("account").unwrap();
+    let a = accounts.instance(1u128);
+    let b = accounts.instance(2u128);
+    let first = a
+        .append(
+            Expected::NoStream,
+            &[event("opened", b"a0"), event("deposited", b"a1")],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            first.first_position,
+            first.last_position,
+            first.last_version()
+        ),
+        (0, 1, 1)
+    );
+    let second = b.append(Expected::Any, &[event("opened", b"b0")]).unwrap();
+    assert_eq!((second.first_position, second.last_version()), (2, 0));
+    a.append(
+        Expected::Exact(1),
+        &[event("withdrawn", b"a2").with_metadata(b"meta".to_vec())],
+    )
+    .unwrap();
+
+    let events = a.read_from(0).unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(
+        events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [0, 1, 3]
+    );
+    assert_eq!(events[2].metadata, b"meta");
+    assert_eq!(events[2].event_type.to_string(), "withdrawn");
+    assert_eq!(events[0].domain.to_string(), "bank");
+    assert_eq!(events[0].aggregate_type.to_string(), "account");
+    assert_eq!(events[0].instance, 1);
+    assert!(events[0].timestamp > 0);
+    assert_eq!(a.version(), Some(2));
+    assert_eq!(accounts.instance(3u128).version(), None);
+    assert_eq!(store.len(), 4);
+
+    let all = store.read_all(0, usize::MAX).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    assert_eq!(store.read_all(2, 1).unwrap()[0].payload, b"b0");
+    assert!(store.read_all(4, 10).unwrap().is_empty());
+}
+
+#[test]
+fn reads_forward_backward_and_with_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stream = store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(7u128);
+    let events: Vec<Event> = (0..10u8).map(|n| event("e", &[n])).collect();
+    stream.append(Expected::NoStream, &events).unwrap();
+    let payloads = |events: Vec<eventstore::RecordedEvent>| {
+        events.into_iter().map(|e| e.payload[0]).collect::<Vec<_>>()
+    };
+    assert_eq!(payloads(stream.read(3, 4).unwrap()), [3, 4, 5, 6]);
+    assert_eq!(payloads(stream.read(8, 100).unwrap()), [8, 9]);
+    assert!(stream.read(10, 5).unwrap().is_empty());
+    assert_eq!(payloads(stream.read_backward(None, 3).unwrap()), [9, 8, 7]);
+    assert_eq!(
+        payloads(stream.read_backward(Some(4), 10).unwrap()),
+        [4, 3, 2, 1, 0]
+    );
+    assert_eq!(
+        payloads(stream.read_backward(Some(100), 2).unwrap()),
+        [9, 8]
+    );
+    assert!(stream.read(0, 0).unwrap().is_empty());
+}
+
+#[test]
+fn every_expectation_kind_is_enforced_and_a_failure_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stream = store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(1u128);
+    let wrong = |result: Result<eventstore::Receipt, StoreError>, actual: Option<u64>| match result
+    {
+        Err(StoreError::WrongExpectedVersion { actual: found, .. }) => assert_eq!(found, actual),
+        other => panic!("expected a wrong-version error, got {other:?}"),
+    };
+    wrong(
+        stream.append(Expected::StreamExists, &[event("e", b"")]),
+        None,
+    );
+    wrong(stream.append(Expected::Exact(0), &[event("e", b"")]), None);
+    stream
+        .append(Expected::NoStream, &[event("e", b"")])
+        .unwrap();
+    wrong(
+        stream.append(Expected::NoStream, &[event("e", b"")]),
+        Some(0),
+    );
+    wrong(
+        stream.append(Expected::Exact(5), &[event("e", b"")]),
+        Some(0),
+    );
+    stream
+        .append(Expected::StreamExists, &[event("e", b"")])
+        .unwrap();
+    stream.append(Expected::Any, &[event("e", b"")]).unwrap();
+    stream
+        .append(Expected::Exact(2), &[event("e", b"")])
+        .unwrap();
+    assert_eq!(stream.version(), Some(3));
+    assert_eq!(store.len(), 4, "failed appends wrote nothing");
+}
+
+#[test]
+fn of_two_racing_appends_with_one_expectation_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for round in 0..20u128 {
+        let stream = store
+            .domain("race")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(round);
+        let barrier = Arc::new(Barrier::new(4));
+        let results: Vec<_> = (0..4)
+            .map(|thread| {
+                let (stream, barrier) = (stream.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    stream.append(Expected::NoStream, &[event("e", &[thread])])
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let wins = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "round {round}: {results:?}");
+        for result in results.iter().filter(|r| r.is_err()) {
+            assert!(matches!(
+                result,
+                Err(StoreError::WrongExpectedVersion {
+                    actual: Some(0),
+                    ..
+                })
+            ));
+        }
+        assert_eq!(stream.read_from(0).unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn a_multi_stream_append_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let bank = store.domain("bank").unwrap();
+    let from = bank.aggregate("account").unwrap().instance(1u128);
+    let to = bank.aggregate("account").unwrap().instance(2u128);
+    let audit = store
+        .domain("audit")
+        .unwrap()
+        .aggregate("log")
+        .unwrap()
+        .instance(0u128);
+    from.append(Expected::NoStream, &[event("opened", b"")])
+        .unwrap();
+
+    let failed = store.append_multi(&[
+        AppendItem {
+            stream: &from,
+            expected: Expected::Exact(0),
+            events: &[event("debited", b"5")],
+        },
+        AppendItem {
+            stream: &to,
+            expected: Expected::StreamExists,
+            events: &[event("credited", b"5")],
+        },
+    ]);
+    assert!(matches!(
+        failed,
+        Err(StoreError::WrongExpectedVersion { actual: None, .. })
+    ));
+    assert_eq!(
+        from.version(),
+        Some(0),
+        "nothing of the failed append was written"
+    );
+    assert_eq!(to.version(), None);
+
+    let receipt = store
+        .append_multi(&[
+            AppendItem {
+                stream: &from,
+                expected: Expected::Exact(0),
+                events: &[event("debited", b"5")],
+            },
+            AppendItem {
+                stream: &to,
+                expected: Expected::NoStream,
+                events: &[event("credited", b"5")],
+            },
+            AppendItem {
+                stream: &audit,
+                expected: Expected::Any,
+                events: &[event("moved", b"5"), event("noted", b"")],
+            },
+            AppendItem {
+                stream: &from,
+                expected: Expected::Exact(1),
+                events: &[event("fee", b"1")],
+            },
+        ])
+        .unwrap();
+    assert_eq!(receipt.last_versions, [1, 0, 1, 2]);
+    assert_eq!((receipt.first_position, receipt.last_position), (1, 5));
+    assert_eq!(store.read_all(0, 100).unwrap().len(), 6);
+}
+
+#[test]
+fn bad_input_is_a_typed_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(matches!(
+        store.domain(""),
+        Err(StoreError::InvalidName {
+            kind: NameKind::Domain,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.domain("much-too-long"),
+        Err(StoreError::InvalidName {
+            kind: NameKind::Domain,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.domain("Bank"),
+        Err(StoreError::InvalidName { .. })
+    ));
+    let domain = store.domain("d").unwrap();
+    assert!(matches!(
+        domain.aggregate("a b"),
+        Err(StoreError::InvalidName {
+            kind: NameKind::AggregateType,
+            ..
+        })
+    ));
+    let stream = domain.aggregate("t").unwrap().instance(1u128);
+    assert!(matches!(
+        stream.append(Expected::Any, &[]),
+        Err(StoreError::EmptyAppend)
+    ));
+    assert!(matches!(
+        stream.append(Expected::Any, &[event("has space", b"")]),
+        Err(StoreError::InvalidName {
+            kind: NameKind::EventType,
+            ..
+        })
+    ));
+    let big = vec![0u8; (1 << 20) + 1];
+    assert!(matches!(
+        stream.append(Expected::Any, &[Event::new("e", big)]),
+        Err(StoreError::EventTooLarge { max: 1048576, .. })
+    ));
+    assert!(matches!(
+        store.append_multi(&[]),
+        Err(StoreError::EmptyAppend)
+    ));
+    // A 64 KiB payload is fine.
+    stream
+        .append(Expected::Any, &[Event::new("e", vec![1u8; 64 << 10])])
+        .unwrap();
+    assert_eq!(store.len(), 1);
+    let bad = StoreOptions {
+        max_event_size: 10,
+        ..StoreOptions::default()
+    };
+    assert!(matches!(
+        Store::open_with(tempfile::tempdir().unwrap().path(), bad),
+        Err(StoreError::InvalidOption { .. })
+    ));
+}
+
+#[test]
+fn hostile_names_never_become_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    for name in ["..", "a/b", "\\", "/", "../../x"] {
+        let stream = store
+            .domain(name)
+            .unwrap()
+            .aggregate(name)
+            .unwrap()
+            .instance(1u128);
+        stream.append(Expected::Any, &[event("e", b"x")]).unwrap();
+        assert_eq!(stream.read_from(0).unwrap()[0].domain.to_string(), name);
+    }
+    let mut entries: Vec<String> = std::fs::read_dir(dir.path().join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["LOCK", "STORE", "global.idx", "log.dat"]);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing escaped the store dir"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["LOCK", "STORE", "global.idx", "log.dat"] {
+        let mode = std::fs::metadata(dir.path().join("store").join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} is {mode:o}");
+    }
+}
+
+#[test]
+fn a_second_writer_is_refused_and_foreign_directories_are_not_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(store);
+    Store::open(dir.path()).unwrap();
+
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(foreign.path().join("notes.txt"), b"hello").unwrap();
+    assert!(matches!(
+        Store::open(foreign.path()),
+        Err(StoreError::NotAStore { .. })
+    ));
+    std::fs::write(foreign.path().join("STORE"), b"something else").unwrap();
+    assert!(matches!(
+        Store::open(foreign.path()),
+        Err(StoreError::NotAStore { .. })
+    ));
+
+    let future = tempfile::tempdir().unwrap();
+    let mut marker = b"EVSTORE\0".to_vec();
+    marker.extend_from_slice(&99u32.to_le_bytes());
+    std::fs::write(future.path().join("STORE"), marker).unwrap();
+    assert!(matches!(
+        Store::open(future.path()),
+        Err(StoreError::UnsupportedFormat { found: 99, .. })
+    ));
+    let file = future.path().join("STORE");
+    assert!(matches!(
+        Store::open(&file),
+        Err(StoreError::NotAStore { .. })
+    ));
+}
+
+#[test]
+fn reopening_continues_versions_and_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let stream = store
+            .domain("d")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(9u128);
+        stream
+            .append(Expected::NoStream, &[event("a", b"1"), event("b", b"2")])
+            .unwrap();
+        store.close().unwrap();
+        assert!(matches!(
+            stream.append(Expected::Any, &[event("c", b"")]),
+            Err(StoreError::Closed)
+        ));
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.recovery().events, 2);
+    let stream = store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(9u128);
+    assert_eq!(stream.version(), Some(1));
+    let receipt = stream
+        .append(Expected::Exact(1), &[event("c", b"3")])
+        .unwrap();
+    assert_eq!((receipt.first_position, receipt.last_version()), (2, 2));
+    assert_eq!(stream.read_from(0).unwrap().len(), 3);
+}
+
+#[test]
+fn appends_without_waiting_and_subscriptions_see_only_durable_events_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stream = store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(1u128);
+    stream
+        .append(Expected::NoStream, &[event("e", b"0")])
+        .unwrap();
+    let mut subscription = store.subscribe(0);
+    let pending: Vec<_> = (1..50u8)
+        .map(|n| {
+            stream
+                .append_nowait(Expected::Any, &[event("e", &[n])])
+                .unwrap()
+        })
+        .collect();
+    for pending in pending {
+        pending.wait().unwrap();
+    }
+    let consumer = std::thread::spawn(move || {
+        (0..100u64)
+            .map(|_| subscription.next_event().unwrap().position)
+            .collect::<Vec<_>>()
+    });
+    for n in 50..100u8 {
+        stream.append(Expected::Any, &[event("e", &[n])]).unwrap();
+    }
+    assert_eq!(consumer.join().unwrap(), (0..100).collect::<Vec<_>>());
+    let mut late = store.subscribe(98);
+    assert_eq!(late.try_next().unwrap().unwrap().position, 98);
+    assert_eq!(
+        late.next_timeout(std::time::Duration::from_millis(1))
+            .unwrap()
+            .unwrap()
+            .position,
+        99
+    );
+    assert_eq!(late.try_next().unwrap(), None);
+}
+
+#[test]
+fn many_threads_append_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let threads: Vec<_> = (0..8u128)
+        .map(|thread| {
+            let stream = store
+                .domain("d")
+                .unwrap()
+                .aggregate("t")
+                .unwrap()
+                .instance(thread);
+            std::thread::spawn(move || {
+                for n in 0..50u64 {
+                    let expected = if n == 0 {
+                        Expected::NoStream
+                    } else {
+                        Expected::Exact(n - 1)
+                    };
+                    stream
+                        .append(expected, &[event("e", &n.to_le_bytes())])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(store.len(), 400);
+    let all = store.read_all(0, usize::MAX).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (0..400).collect::<Vec<_>>()
+    );
+    for thread in 0..8u128 {
+        let stream = store
+            .domain("d")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(thread);
+        let versions: Vec<u64> = stream
+            .read_from(0)
+            .unwrap()
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(versions, (0..50).collect::<Vec<_>>());
+    }
+}
