@@ -61,7 +61,7 @@ pub use event::{Event, Expected, Receipt, RecordedEvent};
 pub use files::FORMAT_VERSION;
 pub use record::StreamKey;
 #[doc(hidden)]
-pub use state::{Committed, TailReplay, decode_checkpoint, replay_tail};
+pub use state::{Committed, TailReplay, decode_checkpoint, encode_checkpoint, replay_tail};
 pub use store::{
     AggregateType, AppendItem, Domain, PendingAppend, RecoveryReport, Store, StoreOptions, Stream,
     Subscription,

@@ -1,0 +1,242 @@
+//! Opening after damage: torn tails are cut and reported, earlier damage is an error naming the
+//! file and offset, checkpoints bound the replay.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use eventstore::{CorruptKind, Event, Expected, Store, StoreError, StoreOptions};
+
+/// A small growth step keeps the log files (and these tests) small.
+fn small() -> StoreOptions {
+    StoreOptions {
+        grow_step: 1 << 20,
+        ..StoreOptions::default()
+    }
+}
+
+fn fill(dir: &Path, streams: u128, events: u64) {
+    let store = Store::open_with(dir, small()).unwrap();
+    for instance in 0..streams {
+        let stream = store
+            .domain("d")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(instance);
+        for n in 0..events {
+            stream
+                .append(
+                    Expected::Any,
+                    &[Event::new("e", n.to_le_bytes().repeat(10))],
+                )
+                .unwrap();
+        }
+    }
+    store.close().unwrap();
+}
+
+/// Offset just past the last record: where the zero fill of the preallocated log begins.
+fn log_end(dir: &Path) -> u64 {
+    let bytes = std::fs::read(dir.join("log.dat")).unwrap();
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |last| (last as u64 + 1).next_multiple_of(8))
+}
+
+fn write_at(dir: &Path, offset: u64, bytes: &[u8]) {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(dir.join("log.dat"))
+        .unwrap();
+    file.write_all_at(bytes, offset).unwrap();
+    file.sync_all().unwrap();
+}
+
+fn check_store(dir: &Path, streams: u128, events: u64) -> Store {
+    let store = Store::open_with(dir, small()).unwrap();
+    assert_eq!(store.len(), streams as u64 * events);
+    for instance in 0..streams {
+        let stream = store
+            .domain("d")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(instance);
+        let read = stream.read_from(0).unwrap();
+        assert_eq!(read.len() as u64, events);
+        for (n, event) in read.iter().enumerate() {
+            assert_eq!(event.version, n as u64);
+            assert_eq!(event.payload, (n as u64).to_le_bytes().repeat(10));
+        }
+    }
+    store
+}
+
+#[test]
+fn garbage_after_the_last_record_is_a_torn_tail_cut_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 2, 5);
+    let end = log_end(dir.path());
+    write_at(dir.path(), end, &[0xAB; 100]);
+    let store = check_store(dir.path(), 2, 5);
+    let report = store.recovery().clone();
+    assert_eq!(report.truncated_at, Some(end));
+    assert_eq!(report.truncated_bytes, 100);
+    assert!(report.tail_damage.is_some());
+    // The store keeps working and the repair is durable.
+    let stream = store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(0u128);
+    stream
+        .append(
+            Expected::Exact(4),
+            &[Event::new("e", 5u64.to_le_bytes().repeat(10))],
+        )
+        .unwrap();
+    store.close().unwrap();
+    let reopened = Store::open_with(dir.path(), small()).unwrap();
+    assert_eq!(reopened.len(), 11);
+    assert_eq!(
+        reopened.recovery().truncated_at,
+        None,
+        "the cut was durable"
+    );
+}
+
+#[test]
+fn a_half_written_last_record_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 3);
+    let before = log_end(dir.path());
+    // Append one more event, then tear it: keep its first 40 bytes only.
+    fill(dir.path(), 1, 0);
+    {
+        let store = Store::open_with(dir.path(), small()).unwrap();
+        let stream = store
+            .domain("d")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(0u128);
+        stream
+            .append(Expected::Exact(2), &[Event::new("e", vec![9u8; 300])])
+            .unwrap();
+        store.close().unwrap();
+    }
+    let after = log_end(dir.path());
+    assert!(after > before);
+    write_at(
+        dir.path(),
+        before + 40,
+        &vec![0u8; (after - before - 40) as usize],
+    );
+    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
+    let store = check_store(dir.path(), 1, 3);
+    assert_eq!(store.recovery().truncated_at, Some(before));
+}
+
+#[test]
+fn a_batch_without_its_commit_record_is_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 2);
+    let before = log_end(dir.path());
+    {
+        let store = Store::open_with(dir.path(), small()).unwrap();
+        let stream = store
+            .domain("d")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(0u128);
+        let events: Vec<Event> = (0..4).map(|_| Event::new("e", vec![7u8; 64])).collect();
+        stream.append(Expected::Exact(1), &events).unwrap();
+        store.close().unwrap();
+    }
+    // Remove the last record (the one carrying COMMIT): the three before it must go too.
+    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
+    let mut offset = before as usize;
+    let mut last = offset;
+    while let Ok(Some(record)) = eventstore::record::decode(&bytes[offset..]) {
+        last = offset;
+        offset += record.stored_len;
+    }
+    write_at(dir.path(), last as u64, &vec![0u8; offset - last]);
+    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
+    let store = check_store(dir.path(), 1, 2);
+    assert_eq!(store.recovery().truncated_at, Some(before));
+    assert_eq!(
+        store.recovery().tail_damage,
+        None,
+        "an uncommitted tail is not damage"
+    );
+}
+
+#[test]
+fn damage_before_the_tail_is_an_error_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 5);
+    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
+    // Flip a payload byte of an early record: later records are intact.
+    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
+    let first = eventstore::record::decode(&bytes)
+        .unwrap()
+        .unwrap()
+        .stored_len as u64;
+    write_at(dir.path(), first + 80, &[0xFF]);
+    match Store::open_with(dir.path(), small()) {
+        Err(StoreError::Corrupt { path, offset, kind }) => {
+            assert!(path.ends_with("log.dat"));
+            assert_eq!(offset, first);
+            assert_eq!(kind, CorruptKind::BadChecksum);
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_checkpoint_bounds_the_replay_and_a_bad_one_is_replaced_by_a_full_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        checkpoint_every: 10,
+        ..small()
+    };
+    {
+        let store = Store::open_with(dir.path(), options.clone()).unwrap();
+        let stream = store
+            .domain("d")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(0u128);
+        for n in 0..25u64 {
+            stream
+                .append(
+                    Expected::Any,
+                    &[Event::new("e", n.to_le_bytes().repeat(10))],
+                )
+                .unwrap();
+        }
+        // Simulate a crash after the periodic checkpoints: no close, no final checkpoint.
+        std::mem::forget(store);
+    }
+    // The forgotten store still holds the lock in this process: copy the files elsewhere.
+    let copy = tempfile::tempdir().unwrap();
+    for file in ["STORE", "log.dat", "global.idx", "checkpoint.dat"] {
+        std::fs::copy(dir.path().join(file), copy.path().join(file)).unwrap();
+    }
+    let store = check_store(copy.path(), 1, 25);
+    let replayed = store.recovery().replayed_events;
+    assert!(replayed < 25 && replayed >= 5, "replayed {replayed} of 25");
+    assert!(!store.recovery().checkpoint_discarded);
+    drop(store);
+
+    std::fs::write(copy.path().join("checkpoint.dat"), b"not a checkpoint").unwrap();
+    let store = check_store(copy.path(), 1, 25);
+    assert!(store.recovery().checkpoint_discarded);
+    assert_eq!(store.recovery().replayed_events, 25);
+}
