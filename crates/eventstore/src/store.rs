@@ -768,7 +768,7 @@ fn check_options(options: &StoreOptions) -> Result<()> {
     if options.checkpoint_every == 0 {
         return invalid("checkpoint_every", 0, "at least 1");
     }
-    if options.grow_step < 64 << 10 || options.grow_step % CHUNK != 0 {
+    if options.grow_step < 64 << 10 || !options.grow_step.is_multiple_of(CHUNK) {
         return invalid(
             "grow_step",
             options.grow_step,
@@ -856,11 +856,16 @@ fn recover(
     }
     // Cut everything after the last committed append: zero it (the log's end is where the
     // zeros begin) and make that durable before anything new is written.
+    // A crash leaves bytes past the last commit only within what the pipe had in flight
+    // (staged + one write), so only that window is searched for them.
     let stop = replay.stop as usize;
-    let dirty_end = bytes
+    let window_end = (stop as u64)
+        .saturating_add(dirty_window)
+        .min(bytes.len() as u64) as usize;
+    let dirty_end = bytes[stop.min(window_end)..window_end]
         .iter()
         .rposition(|&b| b != 0)
-        .map_or(0, |last| last + 1);
+        .map_or(0, |last| stop + last + 1);
     if dirty_end > stop {
         report.truncated_at = Some(replay.stop);
         report.truncated_bytes = (dirty_end - stop) as u64;
