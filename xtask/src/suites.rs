@@ -15,6 +15,10 @@ pub const SUITES: &[Suite] = &[
         title: "packed-ascii codec vs String/&str and tinystr",
     },
     Suite {
+        name: "store",
+        title: "eventstore durable appends and reads vs SQLite (rusqlite, WAL, synchronous=FULL) and redb",
+    },
+    Suite {
         name: "pipe",
         title: "epoch pipe durable acks vs the raw pwritev+fdatasync ceiling and frozen-core",
     },
