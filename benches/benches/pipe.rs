@@ -1,5 +1,7 @@
 //! Suite `pipe`: durable acknowledgements per second of the epoch pipe against the raw ceiling
-//! (a hand-written pwritev + one fdatasync per batch) and frozen-core's FrozenPipe.
+//! (a hand-written pwritev + one fdatasync per batch) and frozen-core's FrozenPipe (0.0.20,
+//! flush window 100 us, as its own tests use; note that its `wait_for_durability` can return
+//! before a write that slipped in during a flush is synced, so its figures are optimistic).
 //!
 //! Records are 256 bytes, written at consecutive offsets of one preallocated file on the
 //! target directory's file system. `w{N}`: N writer threads, each writing a record and waiting
@@ -62,7 +64,10 @@ fn ours(pipe: &Arc<Pipe<FileStorage>>, threads: usize, per_thread: u64) -> Durat
 fn open_pipe(name: &str) -> Arc<Pipe<FileStorage>> {
     // For experiments: EPOCH_PIPE_URING=1 submits through io_uring where the kernel allows.
     let io_uring = std::env::var_os("EPOCH_PIPE_URING").is_some();
-    let options = FileOptions { io_uring, ..FileOptions::default() };
+    let options = FileOptions {
+        io_uring,
+        ..FileOptions::default()
+    };
     let storage = FileStorage::open(&fresh_file(name), options).expect("open");
     let mut config = PipeConfig {
         chunk_size: RECORD as u64,
@@ -122,6 +127,46 @@ fn raw_file(name: &str) -> File {
     file
 }
 
+/// Slots of the frozen-core pipe's file; indexes wrap around inside it.
+const FROZEN_SLOTS: usize = 1 << 20;
+
+fn open_frozen(name: &str) -> Arc<frozen_core::fpipe::FrozenPipe<7>> {
+    let config = frozen_core::fpipe::FPCfg {
+        backend: frozen_core::bpool::BPBackend::Prealloc { capacity: 256 },
+        chunk_size: RECORD,
+        initial_chunk_amount: FROZEN_SLOTS,
+        flush_duration: Duration::from_micros(100),
+    };
+    Arc::new(
+        frozen_core::fpipe::FrozenPipe::<7>::new(fresh_file(name), config).expect("frozen pipe"),
+    )
+}
+
+/// frozen-core: `threads` writers, each doing `per_thread` write + wait_for_durability.
+fn frozen(
+    pipe: &Arc<frozen_core::fpipe::FrozenPipe<7>>,
+    threads: usize,
+    per_thread: u64,
+    next: &AtomicU64,
+) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let record = [0xa5u8; RECORD];
+                for _ in 0..per_thread {
+                    let index = next.fetch_add(1, Ordering::Relaxed) as usize % FROZEN_SLOTS;
+                    // SAFETY: frozen-core reads exactly chunk_size (RECORD) bytes from each slice,
+                    // and the slice is RECORD bytes long.
+                    let epoch = unsafe { pipe.write(&[&record[..]], index) }.expect("frozen write");
+                    pipe.wait_for_durability(epoch).expect("frozen durable");
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
 fn writers(c: &mut Criterion) {
     for threads in [1usize, 8, 64] {
         // Acks per iteration: enough that thread start-up is noise.
@@ -142,6 +187,16 @@ fn writers(c: &mut Criterion) {
             b.iter_custom(|iters| (0..iters).map(|_| ours(&pipe, threads, per_thread)).sum())
         });
         drop(pipe);
+        let frozen_pipe = open_frozen(&format!("frozen-w{threads}.dat"));
+        let next = AtomicU64::new(0);
+        group.bench_function("frozen-core", |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| frozen(&frozen_pipe, threads, per_thread, &next))
+                    .sum()
+            })
+        });
+        drop(frozen_pipe);
         let file = raw_file(&format!("raw-w{threads}.dat"));
         let mut next_slot = 0;
         group.bench_function("raw-ceiling", |b| {

@@ -42,7 +42,7 @@ mod sync;
 
 pub use error::{Operation, PipeError};
 pub use payload::Payload;
-pub use pipe::{ConfigError, Durable, Epoch, Pipe, PipeConfig, Transaction};
+pub use pipe::{ConfigError, Durable, Epoch, Pipe, PipeConfig, PipeStats, Transaction};
 pub use storage::{
     Backend, CrashMode, Fault, FileOptions, FileStorage, SimDisk, Storage, sync_parent_dir,
 };

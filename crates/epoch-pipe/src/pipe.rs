@@ -30,6 +30,17 @@ use crate::sync::{Arc, AtomicU64, Condvar, Mutex, MutexGuard, Ordering, lock, th
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Epoch(pub u64);
 
+/// Counters of a [`Pipe`] since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PipeStats {
+    /// Epochs handed out (writes and transactions staged).
+    pub epochs: u64,
+    /// Groups written (each one `pwritev` pass).
+    pub groups: u64,
+    /// Syncs completed.
+    pub syncs: u64,
+}
+
 /// Tuning of a [`Pipe`].
 #[derive(Debug, Clone, Copy)]
 pub struct PipeConfig {
@@ -45,8 +56,10 @@ pub struct PipeConfig {
     /// The file is grown (`fallocate`) in steps of this many bytes (default 64 MiB), so that
     /// `fdatasync` rarely has to persist a size change.
     pub grow_step: u64,
-    /// Syncs allowed in flight at once (default 4; at least 1). More than one lets the next
-    /// group's sync start before the previous one returns, which many devices complete faster.
+    /// Syncs allowed in flight at once (default 4; 1 to 64). With 1 the flusher syncs each
+    /// group itself (lowest latency for a lone writer); with more, sync workers run the syncs
+    /// so the next group is written and synced while the previous sync is still running
+    /// (better throughput with many writers; many devices complete overlapping syncs faster).
     pub syncs_in_flight: usize,
 }
 
@@ -178,6 +191,9 @@ struct Shared<S> {
     notify: Mutex<Notify>,
     /// Mirror of `Staging::newest`, so waiters validate epochs without the staging lock.
     newest: AtomicU64,
+    /// Groups written and syncs completed, for [`Pipe::stats`].
+    groups: AtomicU64,
+    syncs_done: AtomicU64,
 }
 
 /// Background durability for positioned writes to one file.
@@ -213,8 +229,8 @@ impl<S: Storage> std::fmt::Debug for Pipe<S> {
 }
 
 impl<S: Storage> Pipe<S> {
-    /// Starts a pipe writing to `storage`: one flusher thread and `syncs_in_flight` sync
-    /// workers.
+    /// Starts a pipe writing to `storage`: one flusher thread, plus `syncs_in_flight` sync
+    /// workers when that is more than one.
     pub fn new(storage: S, config: PipeConfig) -> Result<Pipe<S>, ConfigError> {
         config.validate()?;
         let shared = Arc::new(Shared {
@@ -228,11 +244,18 @@ impl<S: Storage> Pipe<S> {
             durable: AtomicU64::new(0),
             notify: Mutex::new(Notify::default()),
             newest: AtomicU64::new(0),
+            groups: AtomicU64::new(0),
+            syncs_done: AtomicU64::new(0),
         });
         let mut threads = Vec::with_capacity(1 + config.syncs_in_flight);
         let flusher = Arc::clone(&shared);
         threads.push(thread::spawn(move || flusher.run_flusher()));
-        for _ in 0..config.syncs_in_flight {
+        let workers = if config.syncs_in_flight == 1 {
+            0
+        } else {
+            config.syncs_in_flight
+        };
+        for _ in 0..workers {
             let worker = Arc::clone(&shared);
             threads.push(thread::spawn(move || worker.run_sync_worker()));
         }
@@ -347,6 +370,15 @@ impl<S: Storage> Pipe<S> {
     /// The highest epoch known durable.
     pub fn durable_epoch(&self) -> Epoch {
         Epoch(self.shared.durable.load(Ordering::Acquire))
+    }
+
+    /// Counters: how well writes are being grouped.
+    pub fn stats(&self) -> PipeStats {
+        PipeStats {
+            epochs: self.shared.newest.load(Ordering::Relaxed),
+            groups: self.shared.groups.load(Ordering::Relaxed),
+            syncs: self.shared.syncs_done.load(Ordering::Relaxed),
+        }
     }
 
     /// The failure the pipe stopped on, if any.
@@ -556,6 +588,7 @@ impl<S: Storage> Shared<S> {
                 continue;
             };
             let outcome = self.write_batch(&batch, &mut allocated);
+            self.groups.fetch_add(1, Ordering::Relaxed);
             batch.clear(); // drops the payloads: pooled chunks go back now
             {
                 let mut staging = lock(&self.staging);
@@ -607,14 +640,15 @@ impl<S: Storage> Shared<S> {
         Ok(())
     }
 
-    /// Gets `epoch` synced. When no sync is running or queued, the flusher runs it itself
-    /// (one thread hop less for a lone writer); otherwise it is queued for the sync workers,
-    /// and a queued sync that has not started yet takes this group's epoch instead, since it
-    /// will cover this group too. Either way the flusher never waits for a sync slot.
+    /// Gets `epoch` synced. With `syncs_in_flight == 1` the flusher syncs itself (classic
+    /// group commit, no thread hop). Otherwise the sync goes to the workers, so the flusher
+    /// writes the next group while this one syncs; a queued sync that has not started yet takes
+    /// this group's epoch instead, since it will cover this group too. Either way the flusher
+    /// never waits for a sync slot.
     fn queue_sync(&self, epoch: u64) {
         let mut syncs = lock(&self.syncs);
         debug_assert!(syncs.queued.is_none_or(|queued| queued < epoch));
-        if syncs.running.is_empty() && syncs.queued.is_none() {
+        if self.config.syncs_in_flight == 1 {
             drop(self.sync(syncs, epoch));
         } else {
             syncs.queued = Some(epoch);
@@ -651,6 +685,7 @@ impl<S: Storage> Shared<S> {
         drop(syncs);
 
         let outcome = self.storage.sync_data();
+        self.syncs_done.fetch_add(1, Ordering::Relaxed);
 
         let mut syncs = lock(&self.syncs);
         syncs.running.retain(|&running| running != start);

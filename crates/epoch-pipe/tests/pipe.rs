@@ -374,14 +374,24 @@ fn io_uring_is_used_where_the_kernel_allows_and_falls_back_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     for io_uring in [true, false] {
         let path = dir.path().join(format!("uring-{io_uring}.dat"));
-        let options = FileOptions { io_uring, ..FileOptions::default() };
+        let options = FileOptions {
+            io_uring,
+            ..FileOptions::default()
+        };
         let storage = FileStorage::open(&path, options).unwrap();
         let backend = storage.backend();
         eprintln!("io_uring requested: {io_uring}, backend: {backend:?}");
         if !io_uring {
             assert_eq!(backend, epoch_pipe::Backend::Syscalls);
         }
-        let pipe = Pipe::new(storage, PipeConfig { chunk_size: 64, ..PipeConfig::default() }).unwrap();
+        let pipe = Pipe::new(
+            storage,
+            PipeConfig {
+                chunk_size: 64,
+                ..PipeConfig::default()
+            },
+        )
+        .unwrap();
         let mut last = Epoch(0);
         for index in 0..100u64 {
             last = pipe.write(index.to_le_bytes().repeat(8), index).unwrap();
@@ -391,7 +401,11 @@ fn io_uring_is_used_where_the_kernel_allows_and_falls_back_cleanly() {
         let bytes = std::fs::read(&path).unwrap();
         for index in 0..100u64 {
             let at = index as usize * 64;
-            assert_eq!(bytes[at..at + 64], index.to_le_bytes().repeat(8)[..], "{backend:?}");
+            assert_eq!(
+                bytes[at..at + 64],
+                index.to_le_bytes().repeat(8)[..],
+                "{backend:?}"
+            );
         }
     }
 }

@@ -278,6 +278,12 @@ impl Store {
         &self.inner.recovery
     }
 
+    /// Durability counters: appends staged, groups written, `fdatasync`s done. Appends per
+    /// sync is the group-commit factor.
+    pub fn pipe_stats(&self) -> epoch_pipe::PipeStats {
+        self.inner.pipe.stats()
+    }
+
     /// The store directory.
     pub fn path(&self) -> &Path {
         &self.inner.dir

@@ -231,7 +231,7 @@ fn a_checkpoint_bounds_the_replay_and_a_bad_one_is_replaced_by_a_full_replay() {
     }
     let store = check_store(copy.path(), 1, 25);
     let replayed = store.recovery().replayed_events;
-    assert!(replayed < 25 && replayed >= 5, "replayed {replayed} of 25");
+    assert!((5..25).contains(&replayed), "replayed {replayed} of 25");
     assert!(!store.recovery().checkpoint_discarded);
     drop(store);
 

@@ -79,8 +79,16 @@ impl FileStorage {
         }
         // Any refusal (ENOSYS, EPERM from seccomp or the io_uring_disabled sysctl, ENOMEM)
         // means "not here": fall back to system calls.
-        let rings = if options.io_uring { Rings::probe().ok() } else { None };
-        Ok(FileStorage { file, direct, rings })
+        let rings = if options.io_uring {
+            Rings::probe().ok()
+        } else {
+            None
+        };
+        Ok(FileStorage {
+            file,
+            direct,
+            rings,
+        })
     }
 
     /// True when the file was opened with `O_DIRECT`.
@@ -90,7 +98,11 @@ impl FileStorage {
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        if self.rings.is_some() { Backend::IoUring } else { Backend::Syscalls }
+        if self.rings.is_some() {
+            Backend::IoUring
+        } else {
+            Backend::Syscalls
+        }
     }
 }
 

@@ -37,7 +37,10 @@ impl Rings {
     }
 
     fn give_back(&self, ring: IoUring) {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(ring);
+        self.free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ring);
     }
 
     /// Submits `entry` on a free ring and waits for its completion; returns the CQE result.
@@ -96,7 +99,9 @@ impl Rings {
 
     /// `fdatasync` through the ring.
     pub(crate) fn sync_data(&self, fd: RawFd) -> io::Result<()> {
-        let entry = opcode::Fsync::new(types::Fd(fd)).flags(types::FsyncFlags::DATASYNC).build();
+        let entry = opcode::Fsync::new(types::Fd(fd))
+            .flags(types::FsyncFlags::DATASYNC)
+            .build();
         match self.run(entry)? {
             result if result < 0 => Err(io::Error::from_raw_os_error(-result)),
             _ => Ok(()),
