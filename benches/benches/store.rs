@@ -156,15 +156,17 @@ impl Contender for Sqlite {
             let mut query = connection
                 .prepare_cached("SELECT version, event_type, payload FROM events WHERE aggregate_type = 'thing' AND aggregate_id = ?1 ORDER BY version")
                 .expect("prepare");
-            let rows = query
-                .query_map(params![&stream.to_be_bytes()[..]], |row| {
-                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, Vec<u8>>(2)?))
-                })
-                .expect("query");
-            rows.fold(0, |count, row| {
-                std::hint::black_box(row.expect("row"));
-                count + 1
-            })
+            let mut rows = query.query(params![&stream.to_be_bytes()[..]]).expect("query");
+            let mut count = 0;
+            // Borrowed column values (no copy), like eventstore's scan.
+            while let Some(row) = rows.next().expect("row") {
+                let version: i64 = row.get(0).expect("version");
+                let kind = row.get_ref(1).expect("type").as_str().expect("text");
+                let payload = row.get_ref(2).expect("payload").as_blob().expect("blob");
+                std::hint::black_box((version, kind, payload));
+                count += 1;
+            }
+            count
         })
     }
     fn scan(&self) -> usize {

@@ -2,6 +2,8 @@
 
 use packed_ascii::{Packed64, Packed128};
 
+use crate::record::{Record, StreamKey};
+
 /// An event to append: a type name, an opaque payload and optional metadata.
 ///
 /// The type name is checked when the event is appended (a bad name is a typed error then).
@@ -60,6 +62,58 @@ pub struct RecordedEvent {
     pub metadata: Vec<u8>,
     /// Payload bytes.
     pub payload: Vec<u8>,
+}
+
+/// An event borrowed from the memory-mapped log, as the `scan` methods visit it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventView<'a> {
+    /// The stream's names.
+    pub stream: StreamKey,
+    /// The event type.
+    pub event_type: Packed128,
+    /// Version within the stream.
+    pub version: u64,
+    /// Position in the global order.
+    pub position: u64,
+    /// When the store wrote it, nanoseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Metadata bytes.
+    pub metadata: &'a [u8],
+    /// Payload bytes.
+    pub payload: &'a [u8],
+}
+
+impl<'a> EventView<'a> {
+    pub(crate) fn new(stream: StreamKey, record: &Record<'a>) -> EventView<'a> {
+        EventView {
+            stream,
+            // Event records always carry a type (the decoder refuses one without).
+            event_type: record
+                .header
+                .event_type
+                .unwrap_or(packed_ascii::packed128!("?")),
+            version: record.header.version,
+            position: record.header.position,
+            timestamp: record.header.timestamp,
+            metadata: record.metadata,
+            payload: record.body,
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_recorded(&self) -> RecordedEvent {
+        RecordedEvent {
+            domain: self.stream.domain,
+            aggregate_type: self.stream.aggregate,
+            instance: self.stream.instance,
+            event_type: self.event_type,
+            version: self.version,
+            position: self.position,
+            timestamp: self.timestamp,
+            metadata: self.metadata.to_vec(),
+            payload: self.payload.to_vec(),
+        }
+    }
 }
 
 /// What an append expects of its stream (optimistic concurrency).

@@ -57,7 +57,7 @@ mod store;
 mod writer;
 
 pub use error::{CorruptKind, NameKind, Result, StoreError};
-pub use event::{Event, Expected, Receipt, RecordedEvent};
+pub use event::{Event, EventView, Expected, Receipt, RecordedEvent};
 pub use files::FORMAT_VERSION;
 pub use record::StreamKey;
 #[doc(hidden)]

@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 use memmap2::Mmap;
 
 use crate::error::{CorruptKind, Result, StoreError};
-use crate::record::{self, Record};
 
 /// A read-only view of the log. Cheap to share; remaps when asked past its end.
 #[derive(Debug)]
@@ -62,28 +61,6 @@ impl LogView {
         let map = Arc::new(map);
         *slot = Some(Arc::clone(&map));
         Ok(map)
-    }
-
-    /// Decodes the record at `offset`, which must lie below `committed_end`.
-    pub fn with_record<T>(
-        &self,
-        offset: u64,
-        committed_end: u64,
-        read: impl FnOnce(&Record<'_>) -> T,
-    ) -> Result<T> {
-        let map = self.map_covering(committed_end)?;
-        let bytes =
-            map.get(offset as usize..committed_end as usize)
-                .ok_or(StoreError::Corrupt {
-                    path: self.path.clone(),
-                    offset,
-                    kind: CorruptKind::Truncated,
-                })?;
-        match record::decode(bytes) {
-            Ok(Some(record)) => Ok(read(&record)),
-            Ok(None) => Err(self.corrupt(offset, CorruptKind::Truncated)),
-            Err(kind) => Err(self.corrupt(offset, kind)),
-        }
     }
 
     pub(crate) fn corrupt(&self, offset: u64, kind: CorruptKind) -> StoreError {

@@ -12,7 +12,7 @@ use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig, PipeError};
 use packed_ascii::{Packed64, Packed128};
 
 use crate::error::{CorruptKind, NameKind, Result, StoreError};
-use crate::event::{Event, Expected, Receipt, RecordedEvent};
+use crate::event::{Event, EventView, Expected, Receipt, RecordedEvent};
 use crate::files;
 use crate::log::LogView;
 use crate::record::{self, Kind, StreamKey};
@@ -304,33 +304,61 @@ impl Store {
 
     /// Events in the global order from `from_position`, at most `limit`.
     pub fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let mut events =
+            Vec::with_capacity(limit.min(self.len().saturating_sub(from_position) as usize));
+        self.scan_all(from_position, limit, |event| {
+            events.push(event.to_recorded())
+        })?;
+        Ok(events)
+    }
+
+    /// Visits events in the global order from `from_position`, at most `limit`, borrowing
+    /// them straight from the memory-mapped log (no copy, no allocation). Returns the position
+    /// after the last event visited.
+    pub fn scan_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+        mut visit: impl FnMut(&EventView<'_>),
+    ) -> Result<u64> {
         let (next_position, log_end) = self.committed_end();
-        let mut events = Vec::new();
         if from_position >= next_position || limit == 0 {
-            return Ok(events);
+            return Ok(from_position);
         }
         let mut offset = self.offset_of(from_position)?;
-        let table = self.read_visible();
         let map = self.inner.log.map_covering(log_end)?;
-        while offset < log_end && events.len() < limit {
+        // Stream names by id, looked up under the read lock only when the stream changes.
+        let mut last_stream: Option<(u64, StreamKey)> = None;
+        let mut visited = 0;
+        let mut position = from_position;
+        while offset < log_end && visited < limit {
             let bytes = &map[offset as usize..log_end as usize];
             let record = match record::decode(bytes) {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
                 Err(kind) => return Err(self.inner.log.corrupt(offset, kind)),
             };
-            if record.header.kind == Kind::Event && record.header.position >= from_position {
-                if record.header.position >= next_position {
-                    break;
-                }
-                events.push(recorded(
-                    &table.state.table.streams[record.header.stream as usize].key,
-                    &record,
-                ));
-            }
             offset += record.stored_len as u64;
+            let header = &record.header;
+            if header.kind != Kind::Event || header.position < from_position {
+                continue;
+            }
+            if header.position >= next_position {
+                break;
+            }
+            let key = match last_stream {
+                Some((id, key)) if id == header.stream => key,
+                _ => {
+                    let key = self.read_visible().state.table.streams[header.stream as usize].key;
+                    last_stream = Some((header.stream, key));
+                    key
+                }
+            };
+            visit(&EventView::new(key, &record));
+            visited += 1;
+            position = header.position + 1;
         }
-        Ok(events)
+        Ok(position)
     }
 
     /// Follows the global order from `from_position`: past events first, then new ones as
@@ -562,45 +590,87 @@ impl Stream {
 
     /// At most `limit` events from version `from` on, in version order.
     pub fn read(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let mut offsets = self.offsets_down_to(from)?;
-        offsets.reverse();
-        offsets.truncate(limit);
-        self.decode_all(&offsets)
+        let mut events = Vec::new();
+        self.scan(from, limit, |event| events.push(event.to_recorded()))?;
+        Ok(events)
+    }
+
+    /// Visits at most `limit` events from version `from` on, in version order, borrowing them
+    /// from the memory-mapped log. Returns how many were visited.
+    pub fn scan(
+        &self,
+        from: u64,
+        limit: usize,
+        mut visit: impl FnMut(&EventView<'_>),
+    ) -> Result<usize> {
+        let Some((map, last, last_offset, log_end)) = self.snapshot()? else {
+            return Ok(0);
+        };
+        if from > last || limit == 0 {
+            return Ok(0);
+        }
+        let records = self.walk_back(&map, last, last_offset, log_end, from)?;
+        let mut visited = 0;
+        for record in records.iter().rev().take(limit) {
+            visit(&EventView::new(self.key, record));
+            visited += 1;
+        }
+        Ok(visited)
     }
 
     /// At most `limit` events from version `from` (or the last, with `None`) downwards.
     pub fn read_backward(&self, from: Option<u64>, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let last = self.version();
-        let Some(last) = last else {
+        let Some((map, last, last_offset, log_end)) = self.snapshot()? else {
             return Ok(Vec::new());
         };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let start = from.unwrap_or(last).min(last);
         let lowest = (start + 1).saturating_sub(limit as u64);
-        let offsets = self.offsets_down_to(lowest)?;
+        let records = self.walk_back(&map, last, last_offset, log_end, lowest)?;
         let skip = (last - start) as usize;
-        let offsets: Vec<u64> = offsets.into_iter().skip(skip).take(limit).collect();
-        self.decode_all(&offsets)
+        Ok(records
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|r| EventView::new(self.key, r).to_recorded())
+            .collect())
     }
 
-    /// Offsets of the stream's durable events with version >= `lowest`, newest first, found
-    /// by following each record's link to the stream's previous event: the cost is the
-    /// number of events walked, never the size of the log.
-    fn offsets_down_to(&self, lowest: u64) -> Result<Vec<u64>> {
-        let (last, mut offset, log_end) = {
+    /// The map, last version, its offset and the committed log end; `None` for no events.
+    #[allow(clippy::type_complexity)]
+    fn snapshot(&self) -> Result<Option<(std::sync::Arc<memmap2::Mmap>, u64, u64, u64)>> {
+        let (last, offset, log_end) = {
             let visible = self.store.read_visible();
             match visible.state.table.get(&self.key) {
                 Some((_, stream)) => match stream.last_version {
                     Some(last) => (last, stream.last_offset, visible.state.log_end),
-                    None => return Ok(Vec::new()),
+                    None => return Ok(None),
                 },
-                None => return Ok(Vec::new()),
+                None => return Ok(None),
             }
         };
-        if lowest > last {
-            return Ok(Vec::new());
-        }
-        let mut offsets = Vec::with_capacity((last - lowest + 1).min(1 << 20) as usize);
-        let map = self.store.inner.log.map_covering(log_end)?;
+        Ok(Some((
+            self.store.inner.log.map_covering(log_end)?,
+            last,
+            offset,
+            log_end,
+        )))
+    }
+
+    /// The stream's records with version >= `lowest`, newest first, found by following each
+    /// record's link to the stream's previous event: the cost is the number of events walked,
+    /// never the size of the log. Each record is decoded (and checksummed) once.
+    fn walk_back<'m>(
+        &self,
+        map: &'m [u8],
+        last: u64,
+        mut offset: u64,
+        log_end: u64,
+        lowest: u64,
+    ) -> Result<Vec<record::Record<'m>>> {
+        let mut records = Vec::with_capacity((last - lowest.min(last) + 1).min(1 << 16) as usize);
         let mut expected_version = last;
         loop {
             let bytes = map
@@ -613,58 +683,28 @@ impl Stream {
                 }
                 Err(kind) => return Err(self.store.inner.log.corrupt(offset, kind)),
             };
-            if record.header.version != expected_version {
-                let what = "stream link leads to the wrong version";
+            if record.header.kind != Kind::Event || record.header.version != expected_version {
+                let what = "stream link leads to the wrong record";
                 return Err(self
                     .store
                     .inner
                     .log
                     .corrupt(offset, CorruptKind::OutOfOrder { what }));
             }
-            offsets.push(offset);
-            if expected_version == lowest || record.header.prev == record::NO_PREVIOUS {
+            let prev = record.header.prev;
+            records.push(record);
+            if expected_version <= lowest || prev == record::NO_PREVIOUS {
                 break;
             }
             expected_version -= 1;
-            offset = record.header.prev;
+            offset = prev;
         }
-        Ok(offsets)
-    }
-
-    fn decode_all(&self, offsets: &[u64]) -> Result<Vec<RecordedEvent>> {
-        let (_, log_end) = self.store.committed_end();
-        offsets
-            .iter()
-            .map(|&offset| {
-                self.store
-                    .inner
-                    .log
-                    .with_record(offset, log_end, |r| recorded(&self.key, r))
-            })
-            .collect()
+        Ok(records)
     }
 
     /// The stream's names.
     pub fn key(&self) -> StreamKey {
         self.key
-    }
-}
-
-fn recorded(key: &StreamKey, record: &record::Record<'_>) -> RecordedEvent {
-    RecordedEvent {
-        domain: key.domain,
-        aggregate_type: key.aggregate,
-        instance: key.instance,
-        // Event records always carry a type (the decoder refuses one without).
-        event_type: record
-            .header
-            .event_type
-            .unwrap_or(packed_ascii::packed128!("?")),
-        version: record.header.version,
-        position: record.header.position,
-        timestamp: record.header.timestamp,
-        metadata: record.metadata.to_vec(),
-        payload: record.body.to_vec(),
     }
 }
 

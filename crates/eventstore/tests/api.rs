@@ -513,3 +513,41 @@ fn many_threads_append_in_parallel() {
         assert_eq!(versions, (0..50).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn scans_borrow_events_in_order_without_copying() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let aggregate = store.domain("d").unwrap().aggregate("t").unwrap();
+    for n in 0..30u64 {
+        let stream = aggregate.instance(u128::from(n % 3));
+        stream
+            .append(Expected::Any, &[event("e", &n.to_le_bytes())])
+            .unwrap();
+    }
+    let mut positions = Vec::new();
+    let next = store
+        .scan_all(5, 10, |event| {
+            assert_eq!(event.payload, event.position.to_le_bytes());
+            assert_eq!(event.stream.instance, u128::from(event.position % 3));
+            positions.push(event.position);
+        })
+        .unwrap();
+    assert_eq!(positions, (5..15).collect::<Vec<_>>());
+    assert_eq!(next, 15);
+    let mut versions = Vec::new();
+    let visited = aggregate
+        .instance(1u128)
+        .scan(2, 3, |event| {
+            assert_eq!(event.payload, (event.version * 3 + 1).to_le_bytes());
+            versions.push(event.version);
+        })
+        .unwrap();
+    assert_eq!((visited, versions), (3, vec![2, 3, 4]));
+    assert_eq!(
+        store
+            .scan_all(30, 10, |_| panic!("nothing past the end"))
+            .unwrap(),
+        30
+    );
+}
