@@ -15,6 +15,10 @@ pub const SUITES: &[Suite] = &[
         title: "packed-ascii codec vs String/&str and tinystr",
     },
     Suite {
+        name: "ring",
+        title: "ringbuffer-core vs disruptor, crossbeam ArrayQueue/channel, rtrb, bus",
+    },
+    Suite {
         name: "store",
         title: "eventstore durable appends and reads vs SQLite (rusqlite, WAL, synchronous=FULL) and redb",
     },
@@ -35,11 +39,18 @@ pub struct LoomCrate {
 }
 
 /// Every crate `cargo xtask loom` runs.
-pub const LOOM_CRATES: &[LoomCrate] = &[LoomCrate {
-    krate: "epoch-pipe",
-    cfg: "epoch_pipe_loom",
-    max_preemptions: 2,
-}];
+pub const LOOM_CRATES: &[LoomCrate] = &[
+    LoomCrate {
+        krate: "ringbuffer-core",
+        cfg: "ringbuffer_loom",
+        max_preemptions: 2,
+    },
+    LoomCrate {
+        krate: "epoch-pipe",
+        cfg: "epoch_pipe_loom",
+        max_preemptions: 2,
+    },
+];
 
 /// The entries named in `wanted` (all of them when it is empty); an unknown name is an error.
 pub fn select<'a, T>(

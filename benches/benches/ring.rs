@@ -1,0 +1,635 @@
+//! Suite `ring`: ringbuffer-core against disruptor, crossbeam ArrayQueue and channel, rtrb
+//! (SPSC) and bus (broadcast).
+//!
+//! Every contender moves the same events through a ring of `RING` slots (256 for `_cap256`)
+//! with real threads; every consumer checks per-producer order and the exact count, so all
+//! pay the same checking cost. One iteration = one whole transfer (threads included), timed
+//! with `iter_custom`; the figure is events per second.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{
+    BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
+};
+use crossbeam_utils::Backoff;
+use eventstore_benches::scale;
+use ringbuffer_core::{Error, RingBuilder};
+
+const RING: usize = 8192;
+
+/// Events per iteration: large under `cargo bench`, tiny in the smoke run.
+fn events() -> u64 {
+    scale(1 << 20, 1 << 12) as u64
+}
+
+/// A payload: `u64` or a 64-byte struct, carrying `producer << 40 | index`.
+trait Payload: Copy + Default + Send + Sync + 'static {
+    fn make(key: u64) -> Self;
+    fn key(&self) -> u64;
+}
+
+impl Payload for u64 {
+    #[inline]
+    fn make(key: u64) -> Self {
+        key
+    }
+    #[inline]
+    fn key(&self) -> u64 {
+        *self
+    }
+}
+
+/// 64-byte payload.
+#[derive(Clone, Copy, Default)]
+#[repr(align(64))]
+struct P64([u64; 8]);
+
+impl Payload for P64 {
+    #[inline]
+    fn make(key: u64) -> Self {
+        P64([key; 8])
+    }
+    #[inline]
+    fn key(&self) -> u64 {
+        self.0[0]
+    }
+}
+
+#[inline]
+fn key(producer: u64, i: u64) -> u64 {
+    (producer << 40) | i
+}
+
+/// Per-producer order and count check.
+struct Verifier {
+    next: Vec<u64>,
+    count: u64,
+}
+
+impl Verifier {
+    fn new(producers: usize) -> Self {
+        Self {
+            next: vec![0; producers],
+            count: 0,
+        }
+    }
+
+    #[inline]
+    fn see(&mut self, k: u64) {
+        let (p, i) = ((k >> 40) as usize, k & ((1 << 40) - 1));
+        assert_eq!(self.next[p], i, "out of order");
+        self.next[p] = i + 1;
+        self.count += 1;
+    }
+
+    fn done(&self, expected: u64) {
+        assert_eq!(self.count, expected, "lost or duplicated events");
+    }
+}
+
+/// A thread burning CPU until dropped (the `_hog` case).
+struct Hog(Arc<AtomicBool>, Option<thread::JoinHandle<()>>);
+
+impl Hog {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::spawn(move || {
+            let mut x = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        });
+        Self(stop, Some(handle))
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+        if let Some(h) = self.1.take() {
+            h.join().expect("hog");
+        }
+    }
+}
+
+fn timed(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, run: impl Fn() -> Duration) {
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| run()).sum())
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// ours
+
+fn ours_spsc<P: Payload>(n: u64, batch: usize) -> Duration {
+    let (mut producer, mut consumer) = RingBuilder::<P>::new(RING).spsc().expect("ring");
+    let start = Instant::now();
+    let t = thread::spawn(move || {
+        let mut i = 0;
+        while i < n {
+            let take = (batch as u64).min(n - i) as usize;
+            let mut claim = producer.claim(take).expect("claim");
+            let (a, b) = claim.as_mut_slices();
+            for slot in a.iter_mut().chain(b.iter_mut()) {
+                *slot = P::make(key(0, i));
+                i += 1;
+            }
+            claim.publish();
+        }
+    });
+    let mut v = Verifier::new(1);
+    while let Ok(batch) = consumer.read() {
+        let (a, b) = batch.as_slices();
+        a.iter().chain(b).for_each(|e| v.see(e.key()));
+    }
+    t.join().expect("producer");
+    let elapsed = start.elapsed();
+    v.done(n);
+    elapsed
+}
+
+fn ours_mpsc(producers: usize, n: u64, batch: usize) -> Duration {
+    let (producer, mut consumer) = RingBuilder::<u64>::new(RING).mpsc().expect("ring");
+    let per = n / producers as u64;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..producers as u64)
+        .map(|p| {
+            let mut producer = producer.clone();
+            thread::spawn(move || {
+                let mut i = 0;
+                while i < per {
+                    let take = (batch as u64).min(per - i) as usize;
+                    let mut claim = producer.claim(take).expect("claim");
+                    let (a, b) = claim.as_mut_slices();
+                    for slot in a.iter_mut().chain(b.iter_mut()) {
+                        *slot = key(p, i);
+                        i += 1;
+                    }
+                    claim.publish();
+                }
+            })
+        })
+        .collect();
+    drop(producer);
+    let mut v = Verifier::new(producers);
+    while let Ok(batch) = consumer.read() {
+        let (a, b) = batch.as_slices();
+        a.iter().chain(b).for_each(|e| v.see(*e));
+    }
+    handles
+        .into_iter()
+        .for_each(|h| h.join().expect("producer"));
+    let elapsed = start.elapsed();
+    v.done(per * producers as u64);
+    elapsed
+}
+
+fn ours_bcast(n: u64, batch: usize, cap: usize) -> Duration {
+    let (mut producer, subs) = RingBuilder::<u64>::new(cap).broadcast(2).expect("ring");
+    let start = Instant::now();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut sub| {
+            thread::spawn(move || {
+                let mut v = Verifier::new(1);
+                while let Ok(batch) = sub.read() {
+                    let (a, b) = batch.as_slices();
+                    a.iter().chain(b).for_each(|e| v.see(*e));
+                }
+                v.count
+            })
+        })
+        .collect();
+    let mut i = 0;
+    while i < n {
+        let take = (batch as u64).min(n - i) as usize;
+        let mut claim = producer.claim(take).expect("claim");
+        let (a, b) = claim.as_mut_slices();
+        for slot in a.iter_mut().chain(b.iter_mut()) {
+            *slot = i;
+            i += 1;
+        }
+        claim.publish();
+    }
+    producer.close();
+    let counts: Vec<u64> = readers
+        .into_iter()
+        .map(|h| h.join().expect("reader"))
+        .collect();
+    let elapsed = start.elapsed();
+    assert!(counts.iter().all(|c| *c == n));
+    elapsed
+}
+
+fn ours_work(n: u64) -> Duration {
+    let (mut producer, workers) = RingBuilder::<u64>::new(RING).work_sharing(2).expect("ring");
+    let start = Instant::now();
+    let readers: Vec<_> = workers
+        .into_iter()
+        .map(|mut w| {
+            thread::spawn(move || {
+                let (mut count, mut last) = (0u64, None::<u64>);
+                loop {
+                    match w.read() {
+                        Ok(batch) => {
+                            let (a, b) = batch.as_slices();
+                            for e in a.iter().chain(b) {
+                                assert!(last.is_none_or(|l| *e > l), "out of order");
+                                last = Some(*e);
+                                count += 1;
+                            }
+                        }
+                        Err(Error::Closed) => return count,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for i in 0..n {
+        producer.push(i).expect("push");
+    }
+    producer.close();
+    let total: u64 = readers.into_iter().map(|h| h.join().expect("worker")).sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, n);
+    elapsed
+}
+
+// ---------------------------------------------------------------------------------------
+// disruptor
+
+fn disruptor_1p1c<P: Payload>(n: u64, batch: usize) -> Duration {
+    let count = Arc::new(AtomicU64::new(0));
+    let seen = count.clone();
+    let mut v = Verifier::new(1);
+    let handler = move |e: &P, _seq: i64, end: bool| {
+        v.see(e.key());
+        if end {
+            seen.store(v.count, Ordering::Relaxed);
+        }
+    };
+    let start = Instant::now();
+    let mut producer =
+        disruptor::build_single_producer(RING, P::default, disruptor::BusySpinWithSpinLoopHint)
+            .handle_events_with(handler)
+            .build();
+    publish_disruptor(&mut producer, 0, n, batch, P::make);
+    drop(producer);
+    let elapsed = start.elapsed();
+    assert_eq!(count.load(Ordering::Relaxed), n);
+    elapsed
+}
+
+fn publish_disruptor<E, P: disruptor::Producer<E>>(
+    producer: &mut P,
+    p: u64,
+    n: u64,
+    batch: usize,
+    make: fn(u64) -> E,
+) {
+    let mut i = 0;
+    while i < n {
+        let take = (batch as u64).min(n - i) as usize;
+        if take == 1 {
+            producer.publish(|e| *e = make(key(p, i)));
+            i += 1;
+        } else {
+            producer.batch_publish(take, |iter| {
+                for e in iter {
+                    *e = make(key(p, i));
+                    i += 1;
+                }
+            });
+        }
+    }
+}
+
+fn disruptor_mpsc(producers: usize, n: u64, batch: usize) -> Duration {
+    let count = Arc::new(AtomicU64::new(0));
+    let seen = count.clone();
+    let mut v = Verifier::new(producers);
+    let handler = move |e: &u64, _seq: i64, end: bool| {
+        v.see(*e);
+        if end {
+            seen.store(v.count, Ordering::Relaxed);
+        }
+    };
+    let per = n / producers as u64;
+    let start = Instant::now();
+    let producer =
+        disruptor::build_multi_producer(RING, || 0u64, disruptor::BusySpinWithSpinLoopHint)
+            .handle_events_with(handler)
+            .build();
+    let handles: Vec<_> = (0..producers as u64)
+        .map(|p| {
+            let mut producer = producer.clone();
+            thread::spawn(move || publish_disruptor(&mut producer, p, per, batch, |k| k))
+        })
+        .collect();
+    drop(producer);
+    handles
+        .into_iter()
+        .for_each(|h| h.join().expect("producer"));
+    // The disruptor is shut down (and its processor joined) when the last producer drops.
+    let elapsed = start.elapsed();
+    assert_eq!(count.load(Ordering::Relaxed), per * producers as u64);
+    elapsed
+}
+
+fn disruptor_bcast(n: u64, batch: usize, cap: usize) -> Duration {
+    let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let handler = |seen: Arc<AtomicU64>| {
+        let mut v = Verifier::new(1);
+        move |e: &u64, _seq: i64, end: bool| {
+            v.see(*e);
+            if end {
+                seen.store(v.count, Ordering::Relaxed);
+            }
+        }
+    };
+    let start = Instant::now();
+    let mut producer =
+        disruptor::build_single_producer(cap, || 0u64, disruptor::BusySpinWithSpinLoopHint)
+            .handle_events_with(handler(counts[0].clone()))
+            .handle_events_with(handler(counts[1].clone()))
+            .build();
+    publish_disruptor(&mut producer, 0, n, batch, |k| k);
+    drop(producer);
+    let elapsed = start.elapsed();
+    assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == n));
+    elapsed
+}
+
+// ---------------------------------------------------------------------------------------
+// crossbeam ArrayQueue and channel (no batch API: batch size does not apply)
+
+fn arrayqueue(producers: usize, consumers: usize, n: u64) -> Duration {
+    let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(RING));
+    let done = Arc::new(AtomicU64::new(0));
+    let per = n / producers as u64;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..producers as u64)
+        .map(|p| {
+            let (q, done) = (q.clone(), done.clone());
+            thread::spawn(move || {
+                for i in 0..per {
+                    let mut value = key(p, i);
+                    let backoff = Backoff::new();
+                    while let Err(back) = q.push(value) {
+                        value = back;
+                        backoff.snooze();
+                    }
+                }
+                done.fetch_add(1, Ordering::Release);
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..consumers)
+        .map(|_| {
+            let (q, done) = (q.clone(), done.clone());
+            thread::spawn(move || {
+                let mut v = Verifier::new(producers);
+                let backoff = Backoff::new();
+                loop {
+                    match q.pop() {
+                        Some(e) => {
+                            // Work-sharing: each consumer sees an increasing subsequence.
+                            let (p, i) = ((e >> 40) as usize, e & ((1 << 40) - 1));
+                            assert!(i >= v.next[p], "out of order");
+                            v.next[p] = i + 1;
+                            v.count += 1;
+                            backoff.reset();
+                        }
+                        None if done.load(Ordering::Acquire) == producers as u64
+                            && q.is_empty() =>
+                        {
+                            return v.count;
+                        }
+                        None => backoff.snooze(),
+                    }
+                }
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .for_each(|h| h.join().expect("producer"));
+    let total: u64 = readers
+        .into_iter()
+        .map(|h| h.join().expect("consumer"))
+        .sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, per * producers as u64);
+    elapsed
+}
+
+fn channel(producers: usize, consumers: usize, n: u64) -> Duration {
+    let (tx, rx) = crossbeam_channel::bounded::<u64>(RING);
+    let per = n / producers as u64;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..producers as u64)
+        .map(|p| {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for i in 0..per {
+                    tx.send(key(p, i)).expect("send");
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let readers: Vec<_> = (0..consumers)
+        .map(|_| {
+            let rx = rx.clone();
+            thread::spawn(move || {
+                let mut v = Verifier::new(producers);
+                for e in rx.iter() {
+                    let (p, i) = ((e >> 40) as usize, e & ((1 << 40) - 1));
+                    assert!(i >= v.next[p], "out of order");
+                    v.next[p] = i + 1;
+                    v.count += 1;
+                }
+                v.count
+            })
+        })
+        .collect();
+    drop(rx);
+    handles
+        .into_iter()
+        .for_each(|h| h.join().expect("producer"));
+    let total: u64 = readers
+        .into_iter()
+        .map(|h| h.join().expect("consumer"))
+        .sum();
+    let elapsed = start.elapsed();
+    assert_eq!(total, per * producers as u64);
+    elapsed
+}
+
+// ---------------------------------------------------------------------------------------
+// rtrb (SPSC) and bus (broadcast)
+
+fn rtrb_1p1c<P: Payload>(n: u64, batch: usize) -> Duration {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<P>::new(RING);
+    let start = Instant::now();
+    let t = thread::spawn(move || {
+        let backoff = Backoff::new();
+        let mut i = 0;
+        while i < n {
+            let take = (batch as u64).min(n - i) as usize;
+            if take == 1 {
+                match tx.push(P::make(key(0, i))) {
+                    Ok(()) => {
+                        i += 1;
+                        backoff.reset();
+                    }
+                    Err(_) => backoff.snooze(),
+                }
+            } else {
+                match tx.write_chunk_uninit(take) {
+                    Ok(chunk) => {
+                        let first = i;
+                        chunk.fill_from_iter(
+                            (first..first + take as u64).map(|k| P::make(key(0, k))),
+                        );
+                        i += take as u64;
+                        backoff.reset();
+                    }
+                    Err(_) => backoff.snooze(),
+                }
+            }
+        }
+    });
+    let mut v = Verifier::new(1);
+    let backoff = Backoff::new();
+    while v.count < n {
+        let available = rx.slots();
+        if available == 0 {
+            backoff.snooze();
+            continue;
+        }
+        backoff.reset();
+        let chunk = rx.read_chunk(available).expect("slots were available");
+        let (a, b) = chunk.as_slices();
+        a.iter().chain(b).for_each(|e| v.see(e.key()));
+        chunk.commit_all();
+    }
+    t.join().expect("producer");
+    let elapsed = start.elapsed();
+    v.done(n);
+    elapsed
+}
+
+fn bus_bcast(n: u64, cap: usize) -> Duration {
+    let mut bus = bus::Bus::<u64>::new(cap);
+    let rxs: Vec<_> = (0..2).map(|_| bus.add_rx()).collect();
+    let start = Instant::now();
+    let readers: Vec<_> = rxs
+        .into_iter()
+        .map(|mut rx| {
+            thread::spawn(move || {
+                let mut v = Verifier::new(1);
+                while let Ok(e) = rx.recv() {
+                    v.see(e);
+                }
+                v.count
+            })
+        })
+        .collect();
+    for i in 0..n {
+        bus.broadcast(i);
+    }
+    drop(bus);
+    let counts: Vec<u64> = readers
+        .into_iter()
+        .map(|h| h.join().expect("reader"))
+        .collect();
+    let elapsed = start.elapsed();
+    assert!(counts.iter().all(|c| *c == n));
+    elapsed
+}
+
+// ---------------------------------------------------------------------------------------
+// cases
+
+fn group<'a>(c: &'a mut Criterion, case: &str, n: u64) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(format!("ring/{case}"));
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(10);
+    g
+}
+
+fn one_to_one(c: &mut Criterion) {
+    let n = events();
+    for (case, batch) in [("1p1c_u64_b1", 1), ("1p1c_u64_b64", 64)] {
+        let mut g = group(c, case, n);
+        timed(&mut g, "ours", || ours_spsc::<u64>(n, batch));
+        timed(&mut g, "disruptor", || disruptor_1p1c::<u64>(n, batch));
+        timed(&mut g, "crossbeam-queue", || arrayqueue(1, 1, n));
+        timed(&mut g, "crossbeam-channel", || channel(1, 1, n));
+        timed(&mut g, "rtrb", || rtrb_1p1c::<u64>(n, batch));
+        g.finish();
+    }
+    let mut g = group(c, "1p1c_p64_b64", n);
+    timed(&mut g, "ours", || ours_spsc::<P64>(n, 64));
+    timed(&mut g, "disruptor", || disruptor_1p1c::<P64>(n, 64));
+    timed(&mut g, "rtrb", || rtrb_1p1c::<P64>(n, 64));
+    g.finish();
+}
+
+fn many_to_one(c: &mut Criterion) {
+    let n = events();
+    for producers in [2, 4] {
+        for batch in [1, 64] {
+            let mut g = group(c, &format!("{producers}p1c_u64_b{batch}"), n);
+            timed(&mut g, "ours", || ours_mpsc(producers, n, batch));
+            timed(&mut g, "disruptor", || disruptor_mpsc(producers, n, batch));
+            timed(&mut g, "crossbeam-queue", || arrayqueue(producers, 1, n));
+            timed(&mut g, "crossbeam-channel", || channel(producers, 1, n));
+            g.finish();
+        }
+    }
+}
+
+fn broadcast(c: &mut Criterion) {
+    let n = events();
+    for (case, batch, cap) in [
+        ("1p2c_bcast_u64_b1", 1, RING),
+        ("1p2c_bcast_u64_b64", 64, RING),
+        ("1p2c_bcast_u64_b1_cap256", 1, 256),
+    ] {
+        let mut g = group(c, case, n);
+        timed(&mut g, "ours", || ours_bcast(n, batch, cap));
+        timed(&mut g, "disruptor", || disruptor_bcast(n, batch, cap));
+        timed(&mut g, "bus", || bus_bcast(n, cap));
+        g.finish();
+    }
+}
+
+fn work_sharing(c: &mut Criterion) {
+    let n = events();
+    let mut g = group(c, "1p2c_work_u64_b1", n);
+    timed(&mut g, "ours", || ours_work(n));
+    timed(&mut g, "crossbeam-queue", || arrayqueue(1, 2, n));
+    timed(&mut g, "crossbeam-channel", || channel(1, 2, n));
+    g.finish();
+}
+
+fn hog(c: &mut Criterion) {
+    let n = events();
+    let mut g = group(c, "1p1c_u64_b64_hog", n);
+    timed(&mut g, "ours", || {
+        let _hog = Hog::start();
+        ours_spsc::<u64>(n, 64)
+    });
+    timed(&mut g, "self-uncontended", || ours_spsc::<u64>(n, 64));
+    g.finish();
+}
+
+criterion_group!(ring, one_to_one, many_to_one, broadcast, work_sharing, hog);
+criterion_main!(ring);

@@ -1,0 +1,150 @@
+//! [`Claim`]: slots a producer reserved, filled in place, then published.
+
+use std::fmt;
+
+use crate::ring::Core;
+use crate::sync::Ordering;
+
+/// How a claim becomes visible.
+pub(crate) enum Publisher<'a> {
+    /// Single producer: store the new end into the cursor and advance the producer's
+    /// private `next`.
+    Single(&'a mut u64),
+    /// Multi producer: set each slot's publication mark.
+    Multi,
+}
+
+/// A run of claimed slots, exclusively owned by one producer until [`Claim::publish`].
+///
+/// Slots are pre-allocated and hold whatever the previous lap left there (or the factory's
+/// value): overwrite each one with [`Claim::get_mut`], [`Claim::iter_mut`],
+/// [`Claim::write`] or [`Claim::as_mut_slices`].
+///
+/// **Dropping a claim without publishing it** (an early return or a panic while filling)
+/// resets every claimed slot to a fresh factory value (`T::default()` for rings built with
+/// `RingBuilder::new`) and publishes it, so consumers never wait on a hole; they see those
+/// default values. Payload types that must tell them apart can carry an `Option` or a tag.
+#[must_use = "a claim is published by `publish()`; dropping it publishes default values"]
+pub struct Claim<'a, T> {
+    core: &'a Core<T>,
+    start: u64,
+    end: u64,
+    publisher: Publisher<'a>,
+    done: bool,
+}
+
+impl<'a, T> Claim<'a, T> {
+    pub(crate) fn new(core: &'a Core<T>, start: u64, end: u64, publisher: Publisher<'a>) -> Self {
+        Self {
+            core,
+            start,
+            end,
+            publisher,
+            done: false,
+        }
+    }
+
+    /// Number of claimed slots.
+    #[inline]
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Always false: claims cover at least one slot.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Sequence number of the first claimed slot.
+    #[inline]
+    pub fn first_sequence(&self) -> u64 {
+        self.start
+    }
+
+    /// Mutable access to the `index`-th claimed slot, or `None` past the end.
+    #[inline]
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        if index >= self.len() {
+            return None;
+        }
+        let ptr = self.core.slot_mut_ptr(self.start + index as u64);
+        // SAFETY: the slot is inside this claim, which is exclusive until published, and the
+        // returned borrow is tied to `&mut self`, so no two of them alias.
+        Some(unsafe { &mut *ptr })
+    }
+
+    /// Overwrites the `index`-th claimed slot (ignored past the end, which `len` rules out).
+    #[inline]
+    pub fn write(&mut self, index: usize, value: T) {
+        if let Some(slot) = self.get_mut(index) {
+            *slot = value;
+        }
+    }
+
+    /// Iterates over the claimed slots in sequence order.
+    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = &mut T> + '_ {
+        let (core, start) = (self.core, self.start);
+        (0..self.len()).map(move |i| {
+            let ptr = core.slot_mut_ptr(start + i as u64);
+            // SAFETY: each sequence of the claim is visited once, the claim is exclusive
+            // and the borrows live no longer than `&mut self`.
+            unsafe { &mut *ptr }
+        })
+    }
+
+    /// The claimed slots as (at most) two slices, in sequence order (the second is empty
+    /// unless the claim wraps around the end of the ring).
+    #[cfg(not(ringbuffer_loom))]
+    pub fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {
+        let ((a, alen), (b, blen)) = self.core.runs(self.start, self.end);
+        // SAFETY: the two runs are disjoint, inside the slot array, cover exactly this claim's
+        // slots (exclusive until published) and are borrowed no longer than `&mut self`.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(a, alen),
+                std::slice::from_raw_parts_mut(b, blen),
+            )
+        }
+    }
+
+    /// Makes the claimed slots visible to consumers.
+    #[inline]
+    pub fn publish(mut self) {
+        self.do_publish();
+    }
+
+    #[inline]
+    fn do_publish(&mut self) {
+        self.done = true;
+        match &mut self.publisher {
+            Publisher::Single(next) => {
+                self.core.cursor.store(self.end, Ordering::Release);
+                **next = self.end;
+            }
+            Publisher::Multi => self.core.mark_published(self.start, self.end),
+        }
+        self.core.data.notify();
+    }
+}
+
+impl<T> Drop for Claim<'_, T> {
+    fn drop(&mut self) {
+        if !self.done {
+            for seq in self.start..self.end {
+                // SAFETY: the claim is unpublished and covers `seq`.
+                unsafe { self.core.reset_slot(seq) };
+            }
+            self.do_publish();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Claim<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claim")
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish()
+    }
+}

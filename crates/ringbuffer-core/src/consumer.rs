@@ -1,0 +1,135 @@
+//! [`Consumer`]: the one consumer of an MPSC or SPSC ring.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::batch::Batch;
+use crate::error::Error;
+use crate::ring::{Core, Gating};
+use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::wait::{Waited, wait_for};
+
+/// How long a read may wait.
+#[derive(Clone, Copy)]
+pub(crate) enum ReadWait {
+    No,
+    Until(Instant),
+    Forever,
+}
+
+impl ReadWait {
+    pub(crate) fn timeout(timeout: Duration) -> Self {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Self::Forever, Self::Until)
+    }
+}
+
+/// Waits until `check` yields, translating the wait mode into `Empty` / `Timeout`.
+#[inline]
+pub(crate) fn wait_read<T, R>(
+    core: &Core<T>,
+    wait: ReadWait,
+    mut check: impl FnMut() -> Option<Result<R, Error>>,
+) -> Result<R, Error> {
+    match wait {
+        ReadWait::No => check().unwrap_or(Err(Error::Empty)),
+        ReadWait::Until(deadline) => {
+            match wait_for(core.strategy, &core.data, Some(deadline), check) {
+                Waited::Ready(r) => r,
+                Waited::TimedOut => Err(Error::Timeout),
+            }
+        }
+        ReadWait::Forever => match wait_for(core.strategy, &core.data, None, check) {
+            Waited::Ready(r) => r,
+            Waited::TimedOut => Err(Error::Timeout),
+        },
+    }
+}
+
+/// The consumer of an MPSC or SPSC ring.
+///
+/// [`read`](Self::read) returns a [`Batch`] of everything published since the previous
+/// batch; dropping the batch releases its slots to the producers in one store. After the
+/// ring is closed, reads drain what was published and then return [`Error::Closed`].
+/// Dropping the consumer makes every producer's next claim fail with [`Error::Closed`].
+pub struct Consumer<T> {
+    core: Arc<Core<T>>,
+    pos: u64,
+    scanned: u64,
+}
+
+impl<T> Consumer<T> {
+    pub(crate) fn new(core: Arc<Core<T>>) -> Self {
+        Self {
+            core,
+            pos: 0,
+            scanned: 0,
+        }
+    }
+
+    /// Waits for at least one entry and returns everything published so far.
+    #[inline]
+    pub fn read(&mut self) -> Result<Batch<'_, T>, Error> {
+        self.read_inner(ReadWait::Forever)
+    }
+
+    /// Like [`read`](Self::read) but never waits: [`Error::Empty`] if nothing is new.
+    #[inline]
+    pub fn try_read(&mut self) -> Result<Batch<'_, T>, Error> {
+        self.read_inner(ReadWait::No)
+    }
+
+    /// Like [`read`](Self::read), giving up with [`Error::Timeout`] after `timeout`.
+    #[inline]
+    pub fn read_timeout(&mut self, timeout: Duration) -> Result<Batch<'_, T>, Error> {
+        self.read_inner(ReadWait::timeout(timeout))
+    }
+
+    #[inline]
+    fn read_inner(&mut self, wait: ReadWait) -> Result<Batch<'_, T>, Error> {
+        let core = &*self.core;
+        let pos = self.pos;
+        let scanned = &mut self.scanned;
+        let end = wait_read(core, wait, || {
+            let end = core.published_end(pos, scanned);
+            if end > pos {
+                Some(Ok(end))
+            } else if core.drained(pos) {
+                Some(Err(Error::Closed))
+            } else {
+                None
+            }
+        })?;
+        let Gating::Single(released) = &core.gating else {
+            unreachable!("a Consumer is only built for single-consumer rings")
+        };
+        let released: &AtomicU64 = released;
+        Ok(Batch::new(core, pos, end, released, &mut self.pos))
+    }
+
+    /// Sequence of the next entry this consumer will read.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Number of slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.core.capacity()
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        self.core.consumers_gone.store(true, Ordering::Release);
+        self.core.space.wake_all();
+    }
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("position", &self.pos)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,392 @@
+//! Producer handles: [`SingleProducer`] (no atomic read-modify-write on the claim path) and
+//! the cloneable multi-producer [`Producer`].
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::claim::{Claim, Publisher};
+use crate::error::Error;
+use crate::ring::{CLOSED_BIT, Core, GateCache};
+use crate::sync::{Arc, Ordering};
+use crate::wait::{Waited, wait_for};
+
+/// How long a claim may wait.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait {
+    /// Never: fail with [`Error::Full`].
+    No,
+    /// Until this instant: fail with [`Error::Timeout`].
+    Until(Instant),
+    /// Forever.
+    Forever,
+}
+
+impl Wait {
+    pub(crate) fn timeout(timeout: Duration) -> Self {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Self::Forever, Self::Until)
+    }
+}
+
+pub(crate) fn check_claim(n: usize, capacity: usize) -> Result<(), Error> {
+    if n == 0 {
+        return Err(Error::ZeroClaim);
+    }
+    if n > capacity {
+        return Err(Error::ClaimTooLarge {
+            requested: n,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
+/// The single-producer claim logic shared by [`SingleProducer`] and
+/// [`crate::BroadcastProducer`].
+pub(crate) struct SpInner<T> {
+    pub(crate) core: Arc<Core<T>>,
+    /// Next sequence to claim (== the published cursor: one claim at a time).
+    pub(crate) next: u64,
+    /// Claims may end at or below this without looking at the consumers again.
+    limit: u64,
+    pub(crate) cache: GateCache,
+    closed: bool,
+}
+
+impl<T> SpInner<T> {
+    pub(crate) fn new(core: Arc<Core<T>>) -> Self {
+        let limit = core.capacity() as u64;
+        Self {
+            core,
+            next: 0,
+            limit,
+            cache: GateCache::new(),
+            closed: false,
+        }
+    }
+
+    pub(crate) fn claim(&mut self, n: usize, wait: Wait) -> Result<Claim<'_, T>, Error> {
+        check_claim(n, self.core.capacity())?;
+        if self.closed || self.core.consumers_gone.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let end = self.next + n as u64;
+        if end > self.limit {
+            self.wait_for_space(end, wait)?;
+        }
+        let start = self.next;
+        Ok(Claim::new(
+            &self.core,
+            start,
+            end,
+            Publisher::Single(&mut self.next),
+        ))
+    }
+
+    #[cold]
+    fn wait_for_space(&mut self, end: u64, wait: Wait) -> Result<(), Error> {
+        let core = &*self.core;
+        let cap = core.capacity() as u64;
+        let needed = end - cap;
+        let (next, cache) = (self.next, &mut self.cache);
+        let mut ready = || match core.gate(cache, next, needed) {
+            Ok(gate) if gate >= needed => Some(Ok(gate)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        };
+        let outcome = match wait {
+            Wait::No => ready().ok_or(Error::Full)?,
+            Wait::Until(deadline) => {
+                match wait_for(core.strategy, &core.space, Some(deadline), ready) {
+                    Waited::Ready(r) => r,
+                    Waited::TimedOut => Err(Error::Timeout),
+                }
+            }
+            Wait::Forever => match wait_for(core.strategy, &core.space, None, ready) {
+                Waited::Ready(r) => r,
+                Waited::TimedOut => Err(Error::Timeout),
+            },
+        };
+        self.limit = outcome? + cap;
+        Ok(())
+    }
+
+    pub(crate) fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.core.close_single(self.next);
+        }
+    }
+}
+
+impl<T> Drop for SpInner<T> {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Shared doc of the claim methods.
+macro_rules! sp_claim_methods {
+    () => {
+        /// Claims `n` consecutive slots, waiting for space per the ring's
+        /// [`WaitStrategy`](crate::WaitStrategy). Fill them, then [`Claim::publish`].
+        ///
+        /// Errors: [`Error::ZeroClaim`], [`Error::ClaimTooLarge`], [`Error::Closed`] (closed, or
+        /// every consumer is gone).
+        #[inline]
+        pub fn claim(&mut self, n: usize) -> Result<Claim<'_, T>, Error> {
+            self.inner.claim(n, crate::producer::Wait::Forever)
+        }
+
+        /// Like [`claim`](Self::claim) but never waits: [`Error::Full`] if the slots are not free.
+        #[inline]
+        pub fn try_claim(&mut self, n: usize) -> Result<Claim<'_, T>, Error> {
+            self.inner.claim(n, crate::producer::Wait::No)
+        }
+
+        /// Like [`claim`](Self::claim) but gives up with [`Error::Timeout`] after `timeout`.
+        #[inline]
+        pub fn claim_timeout(
+            &mut self,
+            n: usize,
+            timeout: std::time::Duration,
+        ) -> Result<Claim<'_, T>, Error> {
+            self.inner.claim(n, crate::producer::Wait::timeout(timeout))
+        }
+
+        /// Claims one slot, lets `fill` write it, publishes it; returns its sequence.
+        #[inline]
+        pub fn publish_with(&mut self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
+            let mut claim = self.claim(1)?;
+            let seq = claim.first_sequence();
+            if let Some(slot) = claim.get_mut(0) {
+                fill(slot);
+            }
+            claim.publish();
+            Ok(seq)
+        }
+
+        /// Publishes one value (moved into its slot); returns its sequence.
+        #[inline]
+        pub fn push(&mut self, value: T) -> Result<u64, Error> {
+            self.publish_with(|slot| *slot = value)
+        }
+
+        /// Closes the ring: consumers read everything published so far, then get
+        /// [`Error::Closed`]; later claims get [`Error::Closed`]. Dropping the producer does
+        /// the same.
+        pub fn close(&mut self) {
+            self.inner.close();
+        }
+
+        /// Sequence the next claim will start at (= entries published so far).
+        #[inline]
+        pub fn next_sequence(&self) -> u64 {
+            self.inner.next
+        }
+
+        /// Number of slots in the ring.
+        #[inline]
+        pub fn capacity(&self) -> usize {
+            self.inner.core.capacity()
+        }
+    };
+}
+pub(crate) use sp_claim_methods;
+
+/// The only producer of an SPSC or work-sharing ring. Claims need no atomic
+/// read-modify-write: the producer keeps its cursor privately and publishes with one
+/// release store per claim.
+pub struct SingleProducer<T> {
+    pub(crate) inner: SpInner<T>,
+}
+
+impl<T> SingleProducer<T> {
+    sp_claim_methods!();
+}
+
+impl<T> fmt::Debug for SingleProducer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingleProducer")
+            .field("next", &self.inner.next)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One of the producers of an MPSC ring; clone it for each producing thread.
+///
+/// A claim takes its sequences with one `fetch_add` on the shared cursor (lock-free) and
+/// publishes by setting each slot's publication mark, so the consumer sees the contiguous
+/// published prefix even when producers finish out of order. The ring closes when
+/// [`Producer::close`] is called or the last producer is dropped.
+pub struct Producer<T> {
+    core: Arc<Core<T>>,
+    /// Claims may end at or below this without reloading the consumer's position.
+    limit: u64,
+    closed: bool,
+}
+
+impl<T> Producer<T> {
+    pub(crate) fn new(core: Arc<Core<T>>) -> Self {
+        let limit = core.capacity() as u64;
+        Self {
+            core,
+            limit,
+            closed: false,
+        }
+    }
+
+    /// Claims `n` slots, waiting for space if needed. The sequences are taken before the
+    /// wait, so this wait cannot time out; it ends with [`Error::Closed`] only if the
+    /// consumer is gone. Claims granted before a close are still published and read.
+    #[inline]
+    pub fn claim(&mut self, n: usize) -> Result<Claim<'_, T>, Error> {
+        let core = &*self.core;
+        check_claim(n, core.capacity())?;
+        if self.closed || core.consumers_gone.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let before = core.cursor.fetch_add(n as u64, Ordering::AcqRel);
+        if before & CLOSED_BIT != 0 {
+            self.closed = true;
+            return Err(Error::Closed);
+        }
+        let end = before + n as u64;
+        if end > self.limit {
+            let cap = core.capacity() as u64;
+            let needed = end - cap;
+            let mut cache = GateCache::new();
+            let ready = || match core.gate(&mut cache, 0, needed) {
+                Ok(gate) if gate >= needed => Some(Ok(gate)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            match wait_for(core.strategy, &core.space, None, ready) {
+                Waited::Ready(Ok(gate)) => self.limit = gate + cap,
+                Waited::Ready(Err(e)) => return Err(e),
+                Waited::TimedOut => return Err(Error::Timeout),
+            }
+        }
+        Ok(Claim::new(core, before, end, Publisher::Multi))
+    }
+
+    /// Claims `n` slots only if they are free right now ([`Error::Full`] otherwise). Takes
+    /// the sequences with a compare-and-swap after checking for space, so a refused claim
+    /// leaves nothing behind.
+    pub fn try_claim(&mut self, n: usize) -> Result<Claim<'_, T>, Error> {
+        let start = self.try_take(n)?;
+        Ok(Claim::new(
+            &self.core,
+            start,
+            start + n as u64,
+            Publisher::Multi,
+        ))
+    }
+
+    /// Like [`try_claim`](Self::try_claim), waiting up to `timeout` for space.
+    pub fn claim_timeout(&mut self, n: usize, timeout: Duration) -> Result<Claim<'_, T>, Error> {
+        check_claim(n, self.core.capacity())?;
+        let deadline = Instant::now().checked_add(timeout);
+        let core = Arc::clone(&self.core);
+        let ready = || match self.try_take(n) {
+            Err(Error::Full) => None,
+            other => Some(other),
+        };
+        let start = match wait_for(core.strategy, &core.space, deadline, ready) {
+            Waited::Ready(r) => r?,
+            Waited::TimedOut => return Err(Error::Timeout),
+        };
+        Ok(Claim::new(
+            &self.core,
+            start,
+            start + n as u64,
+            Publisher::Multi,
+        ))
+    }
+
+    fn try_take(&mut self, n: usize) -> Result<u64, Error> {
+        let core = &*self.core;
+        check_claim(n, core.capacity())?;
+        if self.closed || core.consumers_gone.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let cap = core.capacity() as u64;
+        let mut current = core.cursor.load(Ordering::Acquire);
+        loop {
+            if current & CLOSED_BIT != 0 {
+                self.closed = true;
+                return Err(Error::Closed);
+            }
+            let end = current + n as u64;
+            if end > self.limit {
+                let gate = core.gate(&mut GateCache::new(), 0, end - cap)?;
+                self.limit = gate + cap;
+                if end > self.limit {
+                    return Err(Error::Full);
+                }
+            }
+            match core.cursor.compare_exchange_weak(
+                current,
+                end,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(current),
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Claims one slot, lets `fill` write it, publishes it; returns its sequence.
+    #[inline]
+    pub fn publish_with(&mut self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
+        let mut claim = self.claim(1)?;
+        let seq = claim.first_sequence();
+        if let Some(slot) = claim.get_mut(0) {
+            fill(slot);
+        }
+        claim.publish();
+        Ok(seq)
+    }
+
+    /// Publishes one value; returns its sequence.
+    #[inline]
+    pub fn push(&mut self, value: T) -> Result<u64, Error> {
+        self.publish_with(|slot| *slot = value)
+    }
+
+    /// Closes the ring for every producer: claims already granted are still published and
+    /// read; the consumer then gets [`Error::Closed`]. Idempotent.
+    pub fn close(&self) {
+        self.core.close_multi();
+    }
+
+    /// Number of slots in the ring.
+    pub fn capacity(&self) -> usize {
+        self.core.capacity()
+    }
+}
+
+impl<T> Clone for Producer<T> {
+    fn clone(&self) -> Self {
+        self.core.producers.fetch_add(1, Ordering::Relaxed);
+        Self::new(Arc::clone(&self.core))
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        if self.core.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.core.close_multi();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("ring", &*self.core)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,151 @@
+//! The synchronisation primitives the ring is built from, in one place.
+//!
+//! Normal builds re-export `std`; builds with `--cfg ringbuffer_loom` re-export `loom`'s
+//! model-checked equivalents, so the code the loom models in `tests/loom.rs` explore is the
+//! code that ships. Only this module names `std::sync` / `loom` directly.
+
+#[cfg(not(ringbuffer_loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+#[cfg(not(ringbuffer_loom))]
+pub(crate) use std::sync::{Arc, Condvar, Mutex};
+
+#[cfg(ringbuffer_loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+#[cfg(ringbuffer_loom)]
+pub(crate) use loom::sync::{Arc, Condvar, Mutex};
+
+/// Gives up the CPU to another runnable thread (a model-checker yield under loom).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(not(ringbuffer_loom))]
+    std::thread::yield_now();
+    #[cfg(ringbuffer_loom)]
+    loom::thread::yield_now();
+}
+
+/// One spin-loop pause (under loom, a yield so the model checker can schedule someone else).
+#[inline]
+pub(crate) fn spin_loop() {
+    #[cfg(not(ringbuffer_loom))]
+    std::hint::spin_loop();
+    #[cfg(ringbuffer_loom)]
+    loom::thread::yield_now();
+}
+
+/// An `UnsafeCell` with loom's closure API (`with` / `with_mut`), so slot accesses are
+/// tracked by loom's causality checker in model builds and compile to plain pointer
+/// accesses otherwise.
+#[cfg(not(ringbuffer_loom))]
+#[derive(Debug)]
+#[repr(transparent)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(ringbuffer_loom))]
+impl<T> UnsafeCell<T> {
+    /// Wraps `value`.
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a shared-access pointer to the value.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with an exclusive-access pointer to the value.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(ringbuffer_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// Light side of the asymmetric barrier pair used by the sleep/wake protocol (see
+/// [`crate::wait`]): executed on every publish and release, so it must be (nearly) free.
+///
+/// On Linux, when the kernel grants `membarrier(PRIVATE_EXPEDITED)`, this is a compiler
+/// fence only: the sleeper's [`heavy_barrier`] forces a full barrier on every running thread
+/// of the process instead. Elsewhere (and under loom) it is a real `SeqCst` fence.
+#[inline(always)]
+pub(crate) fn light_barrier() {
+    #[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
+    {
+        if membarrier::available() {
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+            return;
+        }
+    }
+    fence(Ordering::SeqCst);
+}
+
+/// Heavy side of the asymmetric barrier pair: executed only by a thread about to sleep.
+#[inline]
+pub(crate) fn heavy_barrier() {
+    #[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
+    {
+        if membarrier::available() && membarrier::expedited() {
+            return;
+        }
+    }
+    fence(Ordering::SeqCst);
+}
+
+/// Registers the process for `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` once; called
+/// when a ring is built, before any handle exists, so both barrier sides agree on the mode
+/// for the ring's whole life.
+pub(crate) fn init_barriers() {
+    #[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
+    membarrier::init();
+}
+
+#[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
+mod membarrier {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    const CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+    static AVAILABLE: AtomicBool = AtomicBool::new(false);
+    static INIT: OnceLock<()> = OnceLock::new();
+
+    pub(super) fn init() {
+        INIT.get_or_init(|| {
+            // SAFETY: `membarrier` takes two integer arguments and touches no memory of ours;
+            // a kernel without it (or a seccomp filter) answers with an error, which we treat
+            // as "not available" and fall back to symmetric fences.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_membarrier,
+                    CMD_REGISTER_PRIVATE_EXPEDITED,
+                    0 as libc::c_long,
+                )
+            };
+            if rc == 0 && expedited() {
+                AVAILABLE.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+
+    #[inline(always)]
+    pub(super) fn available() -> bool {
+        // Set once, before any ring handle exists (the ring's construction happens-before
+        // every use through the `Arc` that shares it), never cleared.
+        AVAILABLE.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn expedited() -> bool {
+        // SAFETY: as in `init`: integer arguments only, errors are reported, not UB.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                CMD_PRIVATE_EXPEDITED,
+                0 as libc::c_long,
+            )
+        };
+        rc == 0
+    }
+}

@@ -1,0 +1,217 @@
+//! Waiting: spin -> yield -> park, and the sleep/wake hand-off that makes parking free for
+//! the side that never sleeps.
+//!
+//! # The no-lost-wake-up protocol
+//!
+//! Each direction of the ring (consumers waiting for data, producers waiting for space) has
+//! one [`Notifier`]: a `sleepers` counter, a mutex and a condition variable.
+//!
+//! - A waiter that decides to park takes the mutex, increments `sleepers`, executes the
+//!   *heavy* barrier, re-checks its condition, and only then waits on the condvar (which
+//!   releases the mutex atomically). It decrements `sleepers` after waking.
+//! - The other side, after every publish or release store, executes the *light* barrier and
+//!   loads `sleepers`; only if it is non-zero does it take the mutex and `notify_all`.
+//!
+//! The two barriers order "store position; load sleepers" against "store sleepers; load
+//! position" (the Dekker pattern): either the notifier sees the sleeper, or the sleeper's
+//! re-check sees the new position. Because the sleeper holds the mutex from before its
+//! re-check until it is inside `wait`, a notifier that saw it cannot slip its `notify_all`
+//! into that window. On Linux the light barrier is a compiler fence and the heavy barrier a
+//! `membarrier(2)` call, so the fast path costs one relaxed load of a line nobody writes;
+//! elsewhere both are `SeqCst` fences.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{
+    AtomicUsize, Condvar, Mutex, Ordering, heavy_barrier, light_barrier, spin_loop, yield_now,
+};
+
+/// How a thread waits for data (consumers) or space (producers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WaitStrategy {
+    /// Spin briefly, then yield, then park on a condition variable (the default). A parked
+    /// thread uses no CPU; with more busy threads than cores it backs off within about a
+    /// microsecond of spinning, so it never starves the thread it waits for.
+    #[default]
+    Blocking,
+    /// Spin briefly, then `yield_now` in a loop; never parks. Lowest wake-up latency that
+    /// still shares the CPU, but an idle waiter keeps a core busy with system calls.
+    Yield,
+    /// Spin with a pause hint forever. Only for threads that own a core each: with more
+    /// busy threads than cores it collapses.
+    BusySpin,
+}
+
+/// Spin iterations (with doubling pause counts) before the first yield.
+#[cfg(not(ringbuffer_loom))]
+const SPIN_ROUNDS: u32 = 6;
+/// `yield_now` calls before a [`WaitStrategy::Blocking`] waiter parks. Kept small: on an
+/// oversubscribed machine `sched_yield` can hand a whole time slice to an unrelated busy
+/// thread, while a parked thread is woken (and preempts) as soon as it is notified.
+#[cfg(not(ringbuffer_loom))]
+const YIELD_ROUNDS: u32 = 3;
+// Under loom every pause is a model-checker yield: keep the ladder short so the park path
+// is reached (and explored) quickly.
+#[cfg(ringbuffer_loom)]
+const SPIN_ROUNDS: u32 = 1;
+#[cfg(ringbuffer_loom)]
+const YIELD_ROUNDS: u32 = 1;
+
+/// One waiter's progress through spin -> yield -> park.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self { step: 0 }
+    }
+
+    /// Pauses once; returns `true` when the strategy says it is time to park.
+    #[inline]
+    pub(crate) fn snooze(&mut self, strategy: WaitStrategy) -> bool {
+        match strategy {
+            WaitStrategy::BusySpin => {
+                spin_loop();
+                false
+            }
+            _ if self.step < SPIN_ROUNDS => {
+                for _ in 0..(1u32 << self.step) {
+                    spin_loop();
+                }
+                self.step += 1;
+                false
+            }
+            WaitStrategy::Yield => {
+                yield_now();
+                false
+            }
+            WaitStrategy::Blocking => {
+                if self.step < SPIN_ROUNDS + YIELD_ROUNDS {
+                    yield_now();
+                    self.step += 1;
+                    false
+                } else {
+                    true
+                }
+            }
+        }
+    }
+}
+
+/// Sleepers of one direction of a ring, and how to wake them.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    sleepers: CachePadded<AtomicUsize>,
+    lock: Mutex<()>,
+    condvar: Condvar,
+}
+
+impl Notifier {
+    pub(crate) fn new() -> Self {
+        Self {
+            sleepers: CachePadded::new(AtomicUsize::new(0)),
+            lock: Mutex::new(()),
+            condvar: Condvar::new(),
+        }
+    }
+
+    /// Called after a publish/release store: wakes the sleepers, if any. Costs a compiler
+    /// fence and one relaxed load when nobody sleeps (see the module docs).
+    #[inline]
+    pub(crate) fn notify(&self) {
+        light_barrier();
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.wake_all();
+        }
+    }
+
+    /// Wakes every sleeper unconditionally (close, eviction, departure).
+    #[cold]
+    pub(crate) fn wake_all(&self) {
+        let guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.condvar.notify_all();
+        drop(guard);
+    }
+
+    /// Parks until notified, `deadline` passes, or `ready` turns out to hold already.
+    /// Returns `Some` with `ready`'s answer if it held on the re-check, `None` after a wake-up
+    /// (the caller re-checks and may spin again).
+    #[cold]
+    pub(crate) fn park<R>(
+        &self,
+        deadline: Option<Instant>,
+        ready: &mut impl FnMut() -> Option<R>,
+    ) -> Option<R> {
+        let guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        heavy_barrier();
+        if let Some(r) = ready() {
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            return Some(r);
+        }
+        let guard = match deadline {
+            None => self
+                .condvar
+                .wait(guard)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left == Duration::ZERO {
+                    guard
+                } else {
+                    self.condvar
+                        .wait_timeout(guard, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            }
+        };
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        None
+    }
+}
+
+/// Outcome of a bounded wait.
+pub(crate) enum Waited<R> {
+    Ready(R),
+    TimedOut,
+}
+
+/// Waits until `ready` returns `Some`, following `strategy`, parking on `notifier`.
+/// `deadline`: `None` waits forever; `Some(past)` checks once and gives up.
+#[inline]
+pub(crate) fn wait_for<R>(
+    strategy: WaitStrategy,
+    notifier: &Notifier,
+    deadline: Option<Instant>,
+    mut ready: impl FnMut() -> Option<R>,
+) -> Waited<R> {
+    let mut backoff = Backoff::new();
+    loop {
+        if let Some(r) = ready() {
+            return Waited::Ready(r);
+        }
+        if let Some(d) = deadline
+            && Instant::now() >= d
+        {
+            return Waited::TimedOut;
+        }
+        if backoff.snooze(strategy)
+            && let Some(r) = notifier.park(deadline, &mut ready)
+        {
+            return Waited::Ready(r);
+        }
+    }
+}

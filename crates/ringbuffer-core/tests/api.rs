@@ -1,0 +1,309 @@
+#![cfg(not(ringbuffer_loom))]
+//! Behaviour of the public API: errors, close, drop, laggards, timeouts.
+
+use std::time::Duration;
+
+use ringbuffer_core::{Error, LagPolicy, RingBuilder, WaitStrategy};
+
+#[test]
+fn bad_capacities_are_typed_errors() {
+    assert_eq!(
+        RingBuilder::<u64>::new(0).mpsc().err(),
+        Some(Error::ZeroCapacity)
+    );
+    assert_eq!(
+        RingBuilder::<u64>::new(12).spsc().err(),
+        Some(Error::CapacityNotPowerOfTwo { capacity: 12 })
+    );
+    assert_eq!(
+        RingBuilder::<u64>::new(3).broadcast(1).err(),
+        Some(Error::CapacityNotPowerOfTwo { capacity: 3 })
+    );
+    assert_eq!(
+        RingBuilder::<u64>::new(0).work_sharing(2).err(),
+        Some(Error::ZeroCapacity)
+    );
+    assert_eq!(
+        RingBuilder::<u64>::new(8).work_sharing(0).err(),
+        Some(Error::ZeroConsumers)
+    );
+    assert_eq!(
+        RingBuilder::<u64>::new(8)
+            .work_batch(16)
+            .work_sharing(1)
+            .err(),
+        Some(Error::ClaimTooLarge {
+            requested: 16,
+            capacity: 8
+        })
+    );
+}
+
+#[test]
+fn bad_claims_are_typed_errors() {
+    let (mut p, _c) = RingBuilder::<u64>::new(8).mpsc().unwrap();
+    assert_eq!(p.claim(0).err(), Some(Error::ZeroClaim));
+    assert_eq!(
+        p.claim(9).err(),
+        Some(Error::ClaimTooLarge {
+            requested: 9,
+            capacity: 8
+        })
+    );
+    assert_eq!(p.try_claim(0).err(), Some(Error::ZeroClaim));
+    assert_eq!(
+        p.claim_timeout(9, Duration::ZERO).err(),
+        Some(Error::ClaimTooLarge {
+            requested: 9,
+            capacity: 8
+        })
+    );
+    let (mut sp, _c) = RingBuilder::<u64>::new(8).spsc().unwrap();
+    assert_eq!(sp.claim(0).err(), Some(Error::ZeroClaim));
+    assert_eq!(
+        sp.try_claim(100).err(),
+        Some(Error::ClaimTooLarge {
+            requested: 100,
+            capacity: 8
+        })
+    );
+}
+
+#[test]
+fn spsc_batches_wrap_and_close() {
+    let (mut p, mut c) = RingBuilder::<u64>::new(4).spsc().unwrap();
+    assert_eq!(c.try_read().err(), Some(Error::Empty));
+    let mut claim = p.claim(3).unwrap();
+    assert_eq!(claim.first_sequence(), 0);
+    for (i, slot) in claim.iter_mut().enumerate() {
+        *slot = i as u64;
+    }
+    claim.publish();
+    assert_eq!(p.try_claim(2).err(), Some(Error::Full));
+    assert_eq!(
+        p.claim_timeout(2, Duration::from_millis(5)).err(),
+        Some(Error::Timeout)
+    );
+    {
+        let batch = c.read().unwrap();
+        assert_eq!(batch.iter().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
+        let mut ends = Vec::new();
+        batch.for_each(|seq, _, end| ends.push((seq, end)));
+        assert_eq!(ends, vec![(0, false), (1, false), (2, true)]);
+    }
+    // Wraps: sequences 3..7 live in slots 3, 0, 1, 2.
+    let mut claim = p.claim(4).unwrap();
+    let (a, b) = claim.as_mut_slices();
+    assert_eq!((a.len(), b.len()), (1, 3));
+    a[0] = 3;
+    b.copy_from_slice(&[4, 5, 6]);
+    claim.publish();
+    p.close();
+    assert_eq!(p.claim(1).err(), Some(Error::Closed));
+    let batch = c.read().unwrap();
+    let (a, b) = batch.as_slices();
+    assert_eq!([a, b].concat(), vec![3, 4, 5, 6]);
+    drop(batch);
+    assert_eq!(c.read().err(), Some(Error::Closed));
+    assert_eq!(c.try_read().err(), Some(Error::Closed));
+}
+
+#[test]
+fn dropped_claim_publishes_factory_values() {
+    let (mut p, mut c) = RingBuilder::with_factory(4, || 7u64).mpsc().unwrap();
+    p.push(1).unwrap();
+    {
+        let mut claim = p.claim(2).unwrap();
+        claim.write(0, 99);
+        // dropped without publish
+    }
+    p.push(2).unwrap();
+    let batch = c.read().unwrap();
+    assert_eq!(batch.iter().copied().collect::<Vec<_>>(), vec![1, 7, 7, 2]);
+}
+
+#[test]
+fn consumer_drop_unblocks_and_closes_producers() {
+    let (mut p, c) = RingBuilder::<u64>::new(2).mpsc().unwrap();
+    p.push(1).unwrap();
+    p.push(2).unwrap();
+    let t = std::thread::spawn(move || p.push(3));
+    std::thread::sleep(Duration::from_millis(20));
+    drop(c);
+    assert_eq!(t.join().unwrap(), Err(Error::Closed));
+    let (mut sp, c) = RingBuilder::<u64>::new(2).spsc().unwrap();
+    drop(c);
+    assert_eq!(sp.push(1), Err(Error::Closed));
+}
+
+#[test]
+fn close_wakes_parked_consumer_and_keeps_granted_claims() {
+    let (mut p, mut c) = RingBuilder::<u64>::new(8).mpsc().unwrap();
+    let mut p2 = p.clone();
+    let claim = p2.claim(1).unwrap();
+    p.close();
+    assert_eq!(p.push(5), Err(Error::Closed));
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        loop {
+            match c.read() {
+                Ok(b) => got.extend(b.iter().copied()),
+                Err(e) => return (got, e),
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    let mut claim = claim;
+    claim.write(0, 42);
+    claim.publish();
+    let (got, err) = reader.join().unwrap();
+    assert_eq!(got, vec![42]);
+    assert_eq!(err, Error::Closed);
+}
+
+#[test]
+fn read_timeout_and_parked_wakeup() {
+    let (mut p, mut c) = RingBuilder::<u64>::new(8).spsc().unwrap();
+    assert_eq!(
+        c.read_timeout(Duration::from_millis(5)).err(),
+        Some(Error::Timeout)
+    );
+    let t = std::thread::spawn(move || {
+        let b = c.read().unwrap();
+        *b.get(0).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(50)); // long enough to park
+    p.push(11).unwrap();
+    assert_eq!(t.join().unwrap(), 11);
+}
+
+#[test]
+fn broadcast_join_leave_and_laggards() {
+    let (mut p, mut subs) = RingBuilder::<u64>::new(4).broadcast(1).unwrap();
+    let mut slow = subs.pop().unwrap();
+    p.push(0).unwrap();
+    let mut late = p.subscribe();
+    assert_eq!(late.position(), 1);
+    for i in 1..4 {
+        p.push(i).unwrap();
+    }
+    assert_eq!(p.subscriber_count(), 2);
+    assert_eq!(p.try_claim(1).err(), Some(Error::Full));
+    assert_eq!(
+        p.laggards(),
+        vec![ringbuffer_core::Laggard {
+            id: slow.id(),
+            position: 0
+        }]
+    );
+    // `late` reads its three, then `slow` still gates.
+    assert_eq!(
+        late.read().unwrap().iter().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(p.try_claim(1).err(), Some(Error::Full));
+    assert_eq!(p.evict_laggards(), 1);
+    p.push(4).unwrap();
+    assert_eq!(slow.read().err(), Some(Error::Lagged { missed_from: 0 }));
+    assert_eq!(slow.resubscribe(), 5);
+    p.push(5).unwrap();
+    assert_eq!(
+        slow.read().unwrap().iter().copied().collect::<Vec<_>>(),
+        vec![5]
+    );
+    drop(late); // leaving stops gating
+    for i in 6..9 {
+        p.push(i).unwrap();
+    }
+    p.close();
+    assert_eq!(slow.read().unwrap().len(), 3);
+    assert_eq!(slow.read().err(), Some(Error::Closed));
+}
+
+#[test]
+fn broadcast_evict_policy_does_not_wait() {
+    let (mut p, mut subs) = RingBuilder::<u64>::new(4)
+        .lag_policy(LagPolicy::Evict)
+        .broadcast(2)
+        .unwrap();
+    let mut fast = subs.pop().unwrap();
+    let mut idle = subs.pop().unwrap();
+    for i in 0..20 {
+        p.push(i).unwrap();
+        let b = fast.read().unwrap();
+        assert_eq!(*b.get(0).unwrap(), i);
+    }
+    assert!(matches!(idle.read(), Err(Error::Lagged { missed_from: 0 })));
+}
+
+#[test]
+fn broadcast_without_subscribers_never_blocks() {
+    let mut p = ringbuffer_core::broadcast::<u64>(2).unwrap();
+    for i in 0..10 {
+        p.push(i).unwrap();
+    }
+    let mut s = p.subscribe();
+    p.push(10).unwrap();
+    assert_eq!(
+        s.read().unwrap().iter().copied().collect::<Vec<_>>(),
+        vec![10]
+    );
+}
+
+#[test]
+fn work_sharing_splits_and_closes() {
+    let (mut p, mut workers) = RingBuilder::<u64>::new(8)
+        .work_batch(2)
+        .work_sharing(2)
+        .unwrap();
+    for i in 0..5 {
+        p.push(i).unwrap();
+    }
+    p.close();
+    let mut a = workers.remove(0);
+    let mut b = workers.remove(0);
+    let mut seen = Vec::new();
+    seen.extend(a.read().unwrap().iter().copied());
+    seen.extend(b.read().unwrap().iter().copied());
+    seen.extend(a.read().unwrap().iter().copied());
+    assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    assert_eq!(b.read().err(), Some(Error::Closed));
+    drop(a);
+    drop(b);
+}
+
+#[test]
+fn all_workers_gone_closes_producer() {
+    let (mut p, workers) = RingBuilder::<u64>::new(4).work_sharing(2).unwrap();
+    drop(workers);
+    assert_eq!(p.push(1), Err(Error::Closed));
+}
+
+#[test]
+fn strategies_deliver() {
+    for strategy in [
+        WaitStrategy::BusySpin,
+        WaitStrategy::Yield,
+        WaitStrategy::Blocking,
+    ] {
+        let (mut p, mut c) = RingBuilder::<u64>::new(16)
+            .wait_strategy(strategy)
+            .spsc()
+            .unwrap();
+        let t = std::thread::spawn(move || {
+            let mut next = 0;
+            while let Ok(b) = c.read() {
+                for v in b.iter() {
+                    assert_eq!(*v, next);
+                    next += 1;
+                }
+            }
+            next
+        });
+        for i in 0..10_000 {
+            p.push(i).unwrap();
+        }
+        drop(p);
+        assert_eq!(t.join().unwrap(), 10_000);
+    }
+}
