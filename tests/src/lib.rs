@@ -6,3 +6,76 @@
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// Real-process crash tests: run a child (an ignored test of the same binary), read what it
+/// acknowledges, kill it with SIGKILL at a chosen moment.
+pub mod crash {
+    use std::ffi::OsStr;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// Runs the ignored test `child_test` of the current test binary with `env_name` set to
+    /// `env_value`, kills it with SIGKILL after `kill_after`, and returns the words of every
+    /// stdout line that starts with `ack` (without the `ack`).
+    pub fn run_and_kill(
+        child_test: &str,
+        env_name: &str,
+        env_value: impl AsRef<OsStr>,
+        kill_after: Duration,
+    ) -> Vec<Vec<String>> {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut child = Command::new(exe)
+            .args([
+                "--exact",
+                child_test,
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(env_name, env_value)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the child");
+        let stdout = child.stdout.take().expect("child stdout");
+        let reader = std::thread::spawn(move || {
+            let mut acks = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut words = line.split_whitespace();
+                if words.next() == Some("ack") {
+                    acks.push(words.map(str::to_owned).collect());
+                }
+            }
+            acks
+        });
+        // The moment only needs to vary from round to round, not to be exact.
+        let started = Instant::now();
+        while started.elapsed() < kill_after {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().expect("SIGKILL the child");
+        child.wait().expect("reap the child");
+        reader.join().expect("stdout reader")
+    }
+
+    /// Pseudo-random kill moments (xorshift), reproducible from run to run.
+    #[derive(Debug)]
+    pub struct KillClock(u64);
+
+    impl KillClock {
+        /// A clock seeded with `seed` (nonzero).
+        pub fn new(seed: u64) -> KillClock {
+            KillClock(seed | 1)
+        }
+
+        /// A delay in `min_ms .. min_ms + span_ms` milliseconds.
+        pub fn next(&mut self, min_ms: u64, span_ms: u64) -> Duration {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            Duration::from_millis(min_ms + self.0 % span_ms.max(1))
+        }
+    }
+}

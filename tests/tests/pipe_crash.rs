@@ -2,11 +2,11 @@
 //! file and prints every acknowledgement; the parent kills it with SIGKILL at a random moment,
 //! reopens the file and checks that every acknowledged write is there.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+
+use eventstore_tests::crash;
 
 use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig, Storage};
 
@@ -66,51 +66,15 @@ fn crash_kill_9_never_loses_an_acknowledged_write() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut clock = crash::KillClock::new(0x9e37_79b9_7f4a_7c15);
     let mut total_acks = 0;
     for round in 0..rounds {
         let path = dir.path().join(format!("round-{round}.dat"));
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut words = line.split_whitespace();
-                if words.next() == Some("ack") {
-                    let thread: u64 = words.next().unwrap().parse().unwrap();
-                    let n: u64 = words.next().unwrap().parse().unwrap();
-                    acks.push((thread, n));
-                }
-            }
-            acks
-        });
-        // Kill at a pseudo-random moment between 5 and 60 ms after start (the child is
-        // mid-write at any of them; the moment only needs to vary, not to be exact).
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let kill_after = Duration::from_millis(5 + seed % 55);
-        let started = Instant::now();
-        while started.elapsed() < kill_after {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let acks = reader.join().unwrap();
+        let acks: Vec<(u64, u64)> =
+            crash::run_and_kill("crash_child", CHILD_ENV, &path, clock.next(5, 55))
+                .iter()
+                .map(|words| (words[0].parse().unwrap(), words[1].parse().unwrap()))
+                .collect();
         total_acks += acks.len();
 
         let storage = FileStorage::open(&path, FileOptions::default()).unwrap();

@@ -4,11 +4,11 @@
 //! acknowledged event is there with its version and position, versions are contiguous,
 //! positions gap-free, no multi-stream append is partial, and the store keeps working.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+
+use eventstore_tests::crash;
 
 use eventstore::{AppendItem, Event, Expected, Store, StoreOptions};
 
@@ -104,53 +104,23 @@ fn crash_kill_9_never_loses_an_acknowledged_append() {
         .unwrap_or(100);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    let exe = std::env::current_exe().unwrap();
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut clock = crash::KillClock::new(0x2545_f491_4f6c_dd1d);
     let mut acked_total = 0;
     let mut truncations = 0;
     // Acknowledgements accumulate over rounds: every round continues the same store.
     let mut acked: Vec<(u128, u64, u64)> = Vec::new();
     for round in 0..rounds {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "store_crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut acks = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let words: Vec<&str> = line.split_whitespace().collect();
-                if let ["ack", instance, version, position] = words[..] {
-                    acks.push((
-                        instance.parse().unwrap(),
-                        version.parse().unwrap(),
-                        position.parse().unwrap(),
-                    ));
-                }
-            }
-            acks
-        });
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let kill_after = Duration::from_millis(20 + seed % 80);
-        let started = Instant::now();
-        while started.elapsed() < kill_after {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let acks = reader.join().unwrap();
+        let acks: Vec<(u128, u64, u64)> =
+            crash::run_and_kill("store_crash_child", CHILD_ENV, &path, clock.next(20, 80))
+                .iter()
+                .map(|w| {
+                    (
+                        w[0].parse().unwrap(),
+                        w[1].parse().unwrap(),
+                        w[2].parse().unwrap(),
+                    )
+                })
+                .collect();
         acked_total += acks.len();
         acked.extend(acks);
 

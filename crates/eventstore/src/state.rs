@@ -142,8 +142,8 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<Committed, CheckpointError> {
 /// What replaying the log tail found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TailReplay {
-    /// Offsets of the events that were replayed, in position order.
-    pub event_offsets: Vec<u64>,
+    /// Events of committed appends replayed.
+    pub events: u64,
     /// Where replay stopped (the first byte that is not part of a committed append).
     pub stop: u64,
     /// Why it stopped: `None` at a clean end, else the first bad record.
@@ -152,18 +152,32 @@ pub struct TailReplay {
     pub uncommitted_records: u64,
 }
 
+/// How to take back the records of an append that never got its COMMIT.
+#[derive(Debug, Default)]
+struct Undo {
+    streams: usize,
+    next_position: u64,
+    log_end: u64,
+    /// Streams changed by the append, with their state before it (first change first).
+    changed: Vec<(u64, StreamState)>,
+}
+
 /// Replays the records of `log` from `state.log_end`, applying every committed append to
-/// `state`. Stops at the end of the log, at the first record that does not decode, or at the
-/// first record that does not follow (position, version, stream); what comes after the last
-/// commit is left out.
-pub fn replay_tail(log: &[u8], state: &mut Committed) -> TailReplay {
+/// `state` in place and handing each committed append's event offsets (in position order) to
+/// `on_commit`. Stops at the end of the log, at the first record that does not decode, or at
+/// the first record that does not follow (position, version, stream); what comes after the
+/// last commit is taken back out of `state`. Memory use does not grow with the log's length.
+pub fn replay_tail(
+    log: &[u8],
+    state: &mut Committed,
+    mut on_commit: impl FnMut(&[u64]),
+) -> TailReplay {
     let mut replay = TailReplay {
         stop: state.log_end,
         ..TailReplay::default()
     };
-    // The append being read: applied to a scratch copy, kept only at its COMMIT record.
-    let mut pending = state.clone();
-    let mut pending_offsets = Vec::new();
+    let mut undo: Option<Undo> = None;
+    let mut offsets = Vec::new();
     let mut pending_records = 0;
     let mut offset = state.log_end;
     while let Some(bytes) = log.get(offset as usize..) {
@@ -175,22 +189,45 @@ pub fn replay_tail(log: &[u8], state: &mut Committed) -> TailReplay {
                 break;
             }
         };
-        if let Err(what) = apply(&mut pending, &record, offset) {
+        let journal = undo.get_or_insert_with(|| Undo {
+            streams: state.table.streams.len(),
+            next_position: state.next_position,
+            log_end: state.log_end,
+            changed: Vec::new(),
+        });
+        if record.header.kind == Kind::Event
+            && let Some(stream) = state.table.streams.get(record.header.stream as usize)
+        {
+            journal.changed.push((record.header.stream, *stream));
+        }
+        if let Err(what) = apply(state, &record, offset) {
             replay.damage = Some((offset, CorruptKind::OutOfOrder { what }));
             break;
         }
         if record.header.kind == Kind::Event {
-            pending_offsets.push(offset);
+            offsets.push(offset);
         }
         pending_records += 1;
         offset += record.stored_len as u64;
-        pending.log_end = offset;
+        state.log_end = offset;
         if record.header.commit {
-            *state = pending.clone();
-            replay.event_offsets.append(&mut pending_offsets);
+            on_commit(&offsets);
+            replay.events += offsets.len() as u64;
+            offsets.clear();
+            undo = None;
             replay.stop = offset;
             pending_records = 0;
         }
+    }
+    if let Some(undo) = undo {
+        for (id, before) in undo.changed.into_iter().rev() {
+            state.table.streams[id as usize] = before;
+        }
+        for stream in state.table.streams.drain(undo.streams..) {
+            state.table.by_key.remove(&stream.key);
+        }
+        state.next_position = undo.next_position;
+        state.log_end = undo.log_end;
     }
     replay.uncommitted_records = pending_records;
     replay

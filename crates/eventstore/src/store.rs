@@ -892,7 +892,23 @@ fn recover(
         None
     };
     let bytes: &[u8] = map.as_deref().map_or(&[], |m| &m[..]);
-    let replay = state::replay_tail(bytes, &mut committed);
+    // Index entries of the replayed events are written as each append commits, in pieces.
+    let mut entries: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut entries_at = checkpoint_positions * 8;
+    let mut index_error = None;
+    let replay = state::replay_tail(bytes, &mut committed, |offsets| {
+        for offset in offsets {
+            entries.extend_from_slice(&offset.to_le_bytes());
+        }
+        if entries.len() >= 1 << 20 && index_error.is_none() {
+            index_error = index.write_all_at(&entries, entries_at).err();
+            entries_at += entries.len() as u64;
+            entries.clear();
+        }
+    });
+    if let Some(error) = index_error {
+        return Err(StoreError::io(index_path, error));
+    }
     if let Some((offset, kind)) = replay.damage {
         let after = (offset as usize + record::ALIGN).min(bytes.len());
         if state::valid_record_after(&bytes[after..]) {
@@ -935,18 +951,14 @@ fn recover(
         .to_vec();
     drop(map);
 
-    let mut entries = Vec::with_capacity(replay.event_offsets.len() * 8);
-    for offset in &replay.event_offsets {
-        entries.extend_from_slice(&offset.to_le_bytes());
-    }
     index
-        .write_all_at(&entries, checkpoint_positions * 8)
+        .write_all_at(&entries, entries_at)
         .and_then(|()| index.set_len(committed.next_position * 8))
         .and_then(|()| index.sync_data())
         .map_err(|e| StoreError::io(index_path, e))?;
 
     report.events = committed.next_position;
     report.streams = committed.table.streams.len() as u64;
-    report.replayed_events = replay.event_offsets.len() as u64;
+    report.replayed_events = replay.events;
     Ok((committed, report, tail))
 }

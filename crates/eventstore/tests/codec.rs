@@ -55,7 +55,7 @@ proptest! {
         let _ = record::decode(&bytes);
         let _ = decode_checkpoint(&bytes);
         let mut state = Committed::default();
-        let _ = replay_tail(&bytes, &mut state);
+        let _ = replay_tail(&bytes, &mut state, |_| {});
     }
 
     #[test]
