@@ -79,6 +79,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         read.len(),
         started.elapsed()
     );
+    for pass in ["cold", "warm"] {
+        let started = Instant::now();
+        let mut bytes = 0usize;
+        let end = store.scan_all(0, usize::MAX, |event| bytes += event.payload.len())?;
+        let elapsed = started.elapsed();
+        println!(
+            "scanned {end} events ({} MiB of payload, {pass} map) in {elapsed:.2?}: {:.1} M events/s",
+            bytes >> 20,
+            end as f64 / elapsed.as_secs_f64() / 1e6
+        );
+    }
     store.close()?;
     std::fs::remove_file(dir.join("checkpoint.dat"))?;
     let started = Instant::now();
