@@ -605,7 +605,15 @@ fn broadcast(c: &mut Criterion) {
     ] {
         let mut g = group(c, case, n);
         timed(&mut g, "ours", || ours_bcast(n, batch, cap));
-        timed(&mut g, "disruptor", || disruptor_bcast(n, batch, cap));
+        // Disruptor's broadcast collapses to ~20k events/s with 256 slots on 2 cores: it moves
+        // fewer events there (the rate is per event, so the ratio stays comparable) to keep
+        // the quick run within its time budget.
+        let disruptor_n = if cap < RING { (n / 64).max(64) } else { n };
+        g.throughput(Throughput::Elements(disruptor_n));
+        timed(&mut g, "disruptor", || {
+            disruptor_bcast(disruptor_n, batch, cap)
+        });
+        g.throughput(Throughput::Elements(n));
         timed(&mut g, "bus", || bus_bcast(n, cap));
         g.finish();
     }

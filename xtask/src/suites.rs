@@ -19,6 +19,10 @@ pub const SUITES: &[Suite] = &[
         title: "ringbuffer-core vs disruptor, crossbeam ArrayQueue/channel, rtrb, bus",
     },
     Suite {
+        name: "pool",
+        title: "buffer-pool vs a fresh aligned std::alloc allocation and a Mutex<Vec> free list",
+    },
+    Suite {
         name: "store",
         title: "eventstore durable appends and reads vs SQLite (rusqlite, WAL, synchronous=FULL) and redb",
     },
@@ -43,6 +47,11 @@ pub const LOOM_CRATES: &[LoomCrate] = &[
     LoomCrate {
         krate: "ringbuffer-core",
         cfg: "ringbuffer_loom",
+        max_preemptions: 2,
+    },
+    LoomCrate {
+        krate: "buffer-pool",
+        cfg: "buffer_pool_loom",
         max_preemptions: 2,
     },
     LoomCrate {

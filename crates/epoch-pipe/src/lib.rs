@@ -41,7 +41,7 @@ mod storage;
 mod sync;
 
 pub use error::{Operation, PipeError};
-pub use payload::Payload;
+pub use payload::{Payload, PooledPayload};
 pub use pipe::{ConfigError, Durable, Epoch, Pipe, PipeConfig, PipeStats, Transaction};
 pub use storage::{
     Backend, CrashMode, Fault, FileOptions, FileStorage, SimDisk, Storage, sync_parent_dir,

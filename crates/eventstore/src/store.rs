@@ -37,6 +37,9 @@ pub struct StoreOptions {
     /// The log file is grown (preallocated) in steps of this many bytes (default 64 MiB; a
     /// multiple of 4096, at least 64 KiB): `fdatasync` then rarely has to persist a size change.
     pub grow_step: u64,
+    /// Memory for batches on their way to disk (default 64 MiB, in 4 KiB-aligned pooled
+    /// chunks): when it is all in flight, appends wait (backpressure).
+    pub staging_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -47,6 +50,7 @@ impl Default for StoreOptions {
             checkpoint_every: 1_000_000,
             syncs_in_flight: 4,
             grow_step: 64 << 20,
+            staging_bytes: 64 << 20,
         }
     }
 }
@@ -220,6 +224,7 @@ impl Store {
                 .map_err(|e| StoreError::io(&index_path, e))?,
             index_path: index_path.clone(),
             max_batch_requests: 1024,
+            pool: staging_pool(&options)?,
         };
         let visible = Arc::new(RwLock::new(Visible {
             state: committed.clone(),
@@ -779,6 +784,18 @@ impl Subscription {
     pub fn position(&self) -> u64 {
         self.next_position - self.buffer.len() as u64
     }
+}
+
+/// The writer's staging memory: grows from 1 MiB up to `staging_bytes` in 4 KiB chunks.
+fn staging_pool(options: &StoreOptions) -> Result<buffer_pool::Pool> {
+    let max = (options.staging_bytes / CHUNK as usize).max(1);
+    buffer_pool::Pool::growable(CHUNK as usize, 256.min(max), max).map_err(|_| {
+        StoreError::InvalidOption {
+            option: "staging_bytes",
+            value: options.staging_bytes as u64,
+            expected: "at least 4 KiB and within the pool's limits",
+        }
+    })
 }
 
 /// The pipe under the log. `max_staged_bytes` bounds how far past the last commit a crash can

@@ -14,7 +14,8 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use epoch_pipe::{Epoch, FileStorage, Pipe, PipeError};
+use buffer_pool::{Pool, PoolError};
+use epoch_pipe::{Epoch, FileStorage, Pipe, PipeError, PooledPayload};
 use packed_ascii::Packed128;
 
 use crate::error::{Result, StoreError};
@@ -89,6 +90,9 @@ pub struct Writer {
     pub index: File,
     pub index_path: std::path::PathBuf,
     pub max_batch_requests: usize,
+    /// Staging memory: each batch is copied into pooled 4 KiB-aligned chunks for the pipe; an
+    /// exhausted pool makes the writer (and so the intake) wait: the store's memory budget.
+    pub pool: Pool,
 }
 
 fn stream_name(key: &StreamKey) -> String {
@@ -159,12 +163,25 @@ impl Writer {
         }
         let index_result = self.index.write_all_at(&entries, first_position * 8);
         let start = first_offset / CHUNK * CHUNK;
-        let bytes = self.state.tail[(start - self.state.tail_base) as usize..].to_vec();
+        let bytes = &self.state.tail[(start - self.state.tail_base) as usize..];
         let written = match index_result {
-            Ok(()) => self
-                .pipe
-                .write(bytes, start / CHUNK)
-                .map_err(StoreError::Pipe),
+            Ok(()) => match self.pool.allocate(bytes.len().div_ceil(CHUNK as usize)) {
+                Ok(mut chunks) => {
+                    chunks.fill(bytes);
+                    self.pipe
+                        .write(PooledPayload::new(chunks, bytes.len()), start / CHUNK)
+                }
+                // A batch larger than the whole staging budget goes out from the heap.
+                Err(PoolError::TooLarge { .. }) => self.pipe.write(bytes.to_vec(), start / CHUNK),
+                Err(error) => Err(PipeError::Io {
+                    operation: epoch_pipe::Operation::Write,
+                    offset: start,
+                    kind: std::io::ErrorKind::OutOfMemory,
+                    os_code: None,
+                    message: error.to_string(),
+                }),
+            }
+            .map_err(StoreError::Pipe),
             Err(error) => Err(StoreError::io(&self.index_path, error)),
         };
         let epoch = match written {
