@@ -21,8 +21,11 @@ use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig};
 use eventstore_benches::scale;
 
 const RECORD: usize = 256;
-/// Preallocated file size: large enough that no run grows the file.
-const FILE_BYTES: u64 = 1 << 30;
+/// Preallocated file size: large enough that no run grows the file (small for the smoke run,
+/// which CI runs on a disk of unknown size).
+fn file_bytes() -> u64 {
+    scale(256 << 20, 4 << 20) as u64
+}
 
 fn bench_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipe-bench");
@@ -38,7 +41,7 @@ fn fresh_file(name: &str) -> PathBuf {
 
 /// Writes wrap around inside the preallocated file.
 fn slot_offset(slot: u64) -> u64 {
-    (slot * RECORD as u64) % FILE_BYTES
+    (slot * RECORD as u64) % file_bytes()
 }
 
 /// Ours: `threads` writers, each doing `per_thread` write + wait_durable.
@@ -71,7 +74,7 @@ fn open_pipe(name: &str) -> Arc<Pipe<FileStorage>> {
     let storage = FileStorage::open(&fresh_file(name), options).expect("open");
     let mut config = PipeConfig {
         chunk_size: RECORD as u64,
-        grow_step: FILE_BYTES,
+        grow_step: file_bytes(),
         ..PipeConfig::default()
     };
     // For tuning experiments: EPOCH_PIPE_SYNCS overrides the syncs in flight.
@@ -90,7 +93,7 @@ fn raw_ceiling(file: &File, batch: usize, batches: u64, next_slot: &mut u64) -> 
     let slices: Vec<IoSlice<'_>> = (0..batch).map(|_| IoSlice::new(&record)).collect();
     let start = Instant::now();
     for _ in 0..batches {
-        if slot_offset(*next_slot) + (batch * RECORD) as u64 > FILE_BYTES {
+        if slot_offset(*next_slot) + (batch * RECORD) as u64 > file_bytes() {
             *next_slot = 0;
         }
         let offset = slot_offset(*next_slot) as libc::off_t;
@@ -119,22 +122,24 @@ fn raw_file(name: &str) -> File {
         .open(fresh_file(name))
         .expect("open raw file");
     // SAFETY: plain syscall on an fd we own.
-    let result = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, FILE_BYTES as libc::off_t) };
+    let result = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, file_bytes() as libc::off_t) };
     if result != 0 {
-        file.set_len(FILE_BYTES).expect("set_len");
+        file.set_len(file_bytes()).expect("set_len");
     }
     file.sync_all().expect("sync");
     file
 }
 
 /// Slots of the frozen-core pipe's file; indexes wrap around inside it.
-const FROZEN_SLOTS: usize = 1 << 20;
+fn frozen_slots() -> usize {
+    file_bytes() as usize / RECORD
+}
 
 fn open_frozen(name: &str) -> Arc<frozen_core::fpipe::FrozenPipe<7>> {
     let config = frozen_core::fpipe::FPCfg {
         backend: frozen_core::bpool::BPBackend::Prealloc { capacity: 256 },
         chunk_size: RECORD,
-        initial_chunk_amount: FROZEN_SLOTS,
+        initial_chunk_amount: frozen_slots(),
         flush_duration: Duration::from_micros(100),
     };
     Arc::new(
@@ -155,7 +160,7 @@ fn frozen(
             scope.spawn(|| {
                 let record = [0xa5u8; RECORD];
                 for _ in 0..per_thread {
-                    let index = next.fetch_add(1, Ordering::Relaxed) as usize % FROZEN_SLOTS;
+                    let index = next.fetch_add(1, Ordering::Relaxed) as usize % frozen_slots();
                     // SAFETY: frozen-core reads exactly chunk_size (RECORD) bytes from each slice,
                     // and the slice is RECORD bytes long.
                     let epoch = unsafe { pipe.write(&[&record[..]], index) }.expect("frozen write");
@@ -231,5 +236,10 @@ fn latency(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(pipe, writers, latency);
+/// Removes the bench files (gigabytes on a timed run) once a suite function is done.
+fn clean_up(_: &mut Criterion) {
+    let _ = std::fs::remove_dir_all(Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipe-bench"));
+}
+
+criterion_group!(pipe, writers, latency, clean_up);
 criterion_main!(pipe);

@@ -395,5 +395,10 @@ fn reads(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(store, appends, reads);
+/// Removes the stores (a gigabyte or more on a timed run) once the suite is done.
+fn clean_up(_: &mut Criterion) {
+    let _ = std::fs::remove_dir_all(Path::new(env!("CARGO_TARGET_TMPDIR")).join("store-bench"));
+}
+
+criterion_group!(store, appends, reads, clean_up);
 criterion_main!(store);

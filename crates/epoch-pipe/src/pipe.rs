@@ -50,8 +50,9 @@ pub struct PipeConfig {
     pub chunk_size: u64,
     /// Largest single write or transaction, in bytes (default 64 MiB).
     pub max_write: u64,
-    /// Bytes staged and not yet written before writers wait (default 256 MiB): the pipe's
-    /// memory bound. A single write larger than this still goes through on its own.
+    /// Bytes staged, or written and not yet durable, before writers wait (default 256 MiB):
+    /// the pipe's memory bound, and a bound on what a crash can leave half-written past the
+    /// last durable byte. A single write larger than this still goes through on its own.
     pub max_staged_bytes: u64,
     /// The file is grown (`fallocate`) in steps of this many bytes (default 64 MiB), so that
     /// `fdatasync` rarely has to persist a size change.
@@ -191,6 +192,8 @@ struct Shared<S> {
     notify: Mutex<Notify>,
     /// Mirror of `Staging::newest`, so waiters validate epochs without the staging lock.
     newest: AtomicU64,
+    /// Written groups not yet durable: (epoch, bytes), in epoch order.
+    unsynced: Mutex<std::collections::VecDeque<(u64, u64)>>,
     /// Groups written and syncs completed, for [`Pipe::stats`].
     groups: AtomicU64,
     syncs_done: AtomicU64,
@@ -244,6 +247,7 @@ impl<S: Storage> Pipe<S> {
             durable: AtomicU64::new(0),
             notify: Mutex::new(Notify::default()),
             newest: AtomicU64::new(0),
+            unsynced: Mutex::new(std::collections::VecDeque::new()),
             groups: AtomicU64::new(0),
             syncs_done: AtomicU64::new(0),
         });
@@ -541,6 +545,22 @@ impl<S: Storage> Shared<S> {
         Ok(Epoch(epoch))
     }
 
+    /// Gives back the staging room of every group up to `epoch`, now durable.
+    fn release_room(&self, epoch: u64) {
+        let mut durable_bytes = 0;
+        {
+            let mut unsynced = lock(&self.unsynced);
+            while unsynced.front().is_some_and(|&(e, _)| e <= epoch) {
+                durable_bytes += unsynced.pop_front().map_or(0, |(_, bytes)| bytes);
+            }
+        }
+        if durable_bytes > 0 {
+            let mut staging = lock(&self.staging);
+            staging.bytes -= durable_bytes.min(staging.bytes);
+            self.room.notify_all();
+        }
+    }
+
     fn fail(&self, failure: PipeError) {
         {
             let mut staging = lock(&self.staging);
@@ -570,8 +590,15 @@ impl<S: Storage> Shared<S> {
                     let stop =
                         staging.failure.is_some() || (staging.writes.is_empty() && staging.closed);
                     if stop {
+                        // After a failure nothing staged will be written: let it go now so
+                        // pooled chunks return to their pool (a writer may be waiting for them).
+                        let abandoned = std::mem::take(&mut staging.writes);
+                        if staging.failure.is_some() {
+                            staging.bytes = 0;
+                        }
                         // Lock order is syncs -> staging -> notify: release staging first.
                         drop(staging);
+                        drop(abandoned);
                         return self.stop_sync_workers();
                     }
                     if !staging.writes.is_empty() {
@@ -590,15 +617,13 @@ impl<S: Storage> Shared<S> {
             let outcome = self.write_batch(&batch, &mut allocated);
             self.groups.fetch_add(1, Ordering::Relaxed);
             batch.clear(); // drops the payloads: pooled chunks go back now
-            {
-                let mut staging = lock(&self.staging);
-                staging.bytes -= batch_bytes.min(staging.bytes);
-                self.room.notify_all();
-            }
             if let Err(failure) = outcome {
                 self.fail(failure);
                 return self.stop_sync_workers();
             }
+            // The group's bytes keep counting against `max_staged_bytes` until they are
+            // durable, so written-but-unsynced data is bounded too (recovery relies on it).
+            lock(&self.unsynced).push_back((epoch, batch_bytes));
             self.queue_sync(epoch);
         }
     }
@@ -619,23 +644,34 @@ impl<S: Storage> Shared<S> {
             }
             let len = end - start;
             if end > *allocated {
-                let grown = end.div_ceil(self.config.grow_step) * self.config.grow_step;
+                let grown = end
+                    .div_ceil(self.config.grow_step)
+                    .checked_mul(self.config.grow_step)
+                    .unwrap_or(end);
                 self.storage.allocate(grown).map_err(|e| {
                     PipeError::from_io(Operation::Allocate, *allocated, grown - *allocated, &e)
                 })?;
                 *allocated = grown;
             }
-            let written = self
-                .storage
-                .write_vectored_at(start, &slices)
-                .map_err(|e| PipeError::from_io(Operation::Write, start, len, &e))?;
-            if written as u64 != len {
-                return Err(PipeError::ShortWrite {
-                    offset: start,
-                    expected: len,
-                    written: written as u64,
-                });
+            // One payload may bring many slices (a pooled payload has one per chunk): the
+            // kernel takes at most IOV_MAX (1024) per call, so write in pieces.
+            let mut at = start;
+            for piece in slices.chunks(MAX_IOVECS) {
+                let piece_len: u64 = piece.iter().map(|slice| slice.len() as u64).sum();
+                let written = self
+                    .storage
+                    .write_vectored_at(at, piece)
+                    .map_err(|e| PipeError::from_io(Operation::Write, at, piece_len, &e))?;
+                if written as u64 != piece_len {
+                    return Err(PipeError::ShortWrite {
+                        offset: at,
+                        expected: piece_len,
+                        written: written as u64,
+                    });
+                }
+                at += piece_len;
             }
+            debug_assert_eq!(at, start + len);
         }
         Ok(())
     }
@@ -718,6 +754,7 @@ impl<S: Storage> Shared<S> {
     }
 
     fn publish_durable(&self, epoch: u64) {
+        self.release_room(epoch);
         let (sleepers, wakers) = {
             let mut notify = lock(&self.notify);
             if notify.failure.is_some() {

@@ -409,3 +409,42 @@ fn io_uring_is_used_where_the_kernel_allows_and_falls_back_cleanly() {
         }
     }
 }
+
+#[test]
+fn a_failure_gives_staged_pooled_chunks_back() {
+    let pool = buffer_pool::Pool::fixed(4096, 64).unwrap();
+    let disk = SimDisk::new();
+    disk.inject(Fault::WriteError, 0);
+    let pipe = Pipe::new(disk, PipeConfig::default()).unwrap();
+    let mut epochs = Vec::new();
+    for index in 0..32u64 {
+        let mut chunks = pool.allocate(2).unwrap();
+        chunks.fill(&[1u8; 8192]);
+        match pipe.write(epoch_pipe::PooledPayload::new(chunks, 8192), index * 2) {
+            Ok(epoch) => epochs.push(epoch),
+            Err(_) => break,
+        }
+    }
+    assert!(pipe.wait_durable(*epochs.last().unwrap()).is_err());
+    pipe.close().unwrap_err();
+    assert_eq!(
+        pool.stats().free_chunks,
+        64,
+        "every staged chunk went back to the pool"
+    );
+}
+
+#[test]
+fn a_payload_of_more_than_a_thousand_slices_is_written_whole() {
+    let pool = buffer_pool::Pool::fixed(4096, 1500).unwrap();
+    let disk = SimDisk::new();
+    let pipe = Pipe::new(disk.clone(), PipeConfig::default()).unwrap();
+    let mut chunks = pool.allocate(1300).unwrap();
+    let data: Vec<u8> = (0..1300 * 4096).map(|n| (n % 251) as u8).collect();
+    chunks.fill(&data);
+    let epoch = pipe
+        .write(epoch_pipe::PooledPayload::new(chunks, data.len()), 0)
+        .unwrap();
+    pipe.wait_durable(epoch).unwrap();
+    assert_eq!(&disk.durable_contents()[..data.len()], &data[..]);
+}

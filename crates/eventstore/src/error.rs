@@ -84,6 +84,14 @@ pub enum StoreError {
         /// The configured limit.
         max: usize,
     },
+    /// An append larger than `StoreOptions::max_append_bytes` once encoded.
+    #[error("append of {size} bytes (encoded) exceeds the limit of {max} bytes")]
+    AppendTooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
     /// The stream was not at the version the append expected. Nothing was written.
     #[error("stream {stream} expected {expected:?} but is at {actual:?}")]
     WrongExpectedVersion {

@@ -18,7 +18,8 @@ use crate::log::LogView;
 use crate::record::{self, Kind, StreamKey};
 use crate::state::{self, CheckpointError, Committed};
 use crate::writer::{
-    CHUNK, CommitSignal, Completer, Item, PackedEvent, Request, Visible, Writer, WriterState,
+    BATCH_BYTES, CHUNK, CommitSignal, Completer, Item, PackedEvent, Request, Visible, Writer,
+    WriterState,
 };
 
 /// Options of [`Store::open_with`].
@@ -37,6 +38,9 @@ pub struct StoreOptions {
     /// The log file is grown (preallocated) in steps of this many bytes (default 64 MiB; a
     /// multiple of 4096, at least 64 KiB): `fdatasync` then rarely has to persist a size change.
     pub grow_step: u64,
+    /// Largest encoded size of one append (all its events, headers included), in bytes
+    /// (default 32 MiB; at least `max_event_size` + 4 KiB, at most 1 GiB).
+    pub max_append_bytes: usize,
     /// Memory for batches on their way to disk (default 64 MiB, in 4 KiB-aligned pooled
     /// chunks): when it is all in flight, appends wait (backpressure).
     pub staging_bytes: usize,
@@ -51,6 +55,7 @@ impl Default for StoreOptions {
             syncs_in_flight: 4,
             grow_step: 64 << 20,
             staging_bytes: 64 << 20,
+            max_append_bytes: 32 << 20,
         }
     }
 }
@@ -210,6 +215,7 @@ impl Store {
             );
 
         let tail_base = committed.log_end / CHUNK * CHUNK;
+        let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
             state: WriterState {
                 table: committed.table.clone(),
@@ -225,6 +231,7 @@ impl Store {
             index_path: index_path.clone(),
             max_batch_requests: 1024,
             pool: staging_pool(&options)?,
+            failure: Arc::clone(&failure),
         };
         let visible = Arc::new(RwLock::new(Visible {
             state: committed.clone(),
@@ -233,7 +240,6 @@ impl Store {
             next_position: Mutex::new(committed.next_position),
             changed: std::sync::Condvar::new(),
         });
-        let failure = Arc::new(Mutex::new(None));
         let checkpoint_dir = dir.to_path_buf();
         let checkpoint_index = index
             .try_clone()
@@ -351,6 +357,14 @@ impl Store {
             if header.position >= next_position {
                 break;
             }
+            if header.position != position {
+                // The index pointed past events, or the log lost one: never skip in silence.
+                let what = "global positions do not follow";
+                return Err(self.inner.log.corrupt(
+                    offset - record.stored_len as u64,
+                    CorruptKind::OutOfOrder { what },
+                ));
+            }
             let key = match last_stream {
                 Some((id, key)) if id == header.stream => key,
                 _ => {
@@ -456,6 +470,21 @@ impl Store {
     }
 
     fn submit(&self, items: Vec<Item>) -> Result<PendingAppend> {
+        let bytes: usize = items
+            .iter()
+            .map(|item| {
+                record::stored_len(0, record::STREAM_BODY_LEN)
+                    + item
+                        .events
+                        .iter()
+                        .map(|e| record::stored_len(e.metadata.len(), e.payload.len()))
+                        .sum::<usize>()
+            })
+            .sum();
+        let max = self.inner.options.max_append_bytes;
+        if bytes > max {
+            return Err(StoreError::AppendTooLarge { size: bytes, max });
+        }
         if let Some(failure) = self
             .inner
             .failure
@@ -474,7 +503,11 @@ impl Store {
             .clone();
         let intake = intake.ok_or(StoreError::Closed)?;
         intake
-            .send(Request { items, reply })
+            .send(Request {
+                items,
+                reply,
+                bytes,
+            })
             .map_err(|_| StoreError::Closed)?;
         Ok(PendingAppend { reply: receiver })
     }
@@ -501,14 +534,17 @@ impl Store {
 
 impl Inner {
     fn shutdown(&self) {
+        // The threads guard is held across the joins, so a second, concurrent close waits for
+        // the first instead of releasing the lock while the writer still drains.
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         // Closing the intake ends the writer after it drains; the completer follows.
         drop(self.intake.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for thread in threads {
+        for thread in threads.drain(..) {
             let _ = thread.join();
         }
         let _ = self.pipe.close();
         drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
+        drop(threads);
         // Wake caught-up subscribers so they see the store closed.
         let _next = self
             .signal
@@ -614,7 +650,7 @@ impl Stream {
         if from > last || limit == 0 {
             return Ok(0);
         }
-        let records = self.walk_back(&map, last, last_offset, log_end, from)?;
+        let records = self.walk_back(&map, last, last_offset, log_end, from, limit)?;
         let mut visited = 0;
         for record in records.iter().rev().take(limit) {
             visit(&EventView::new(self.key, record));
@@ -633,7 +669,7 @@ impl Stream {
         }
         let start = from.unwrap_or(last).min(last);
         let lowest = (start + 1).saturating_sub(limit as u64);
-        let records = self.walk_back(&map, last, last_offset, log_end, lowest)?;
+        let records = self.walk_back(&map, last, last_offset, log_end, lowest, usize::MAX)?;
         let skip = (last - start) as usize;
         Ok(records
             .iter()
@@ -674,8 +710,15 @@ impl Stream {
         mut offset: u64,
         log_end: u64,
         lowest: u64,
-    ) -> Result<Vec<record::Record<'m>>> {
-        let mut records = Vec::with_capacity((last - lowest.min(last) + 1).min(1 << 16) as usize);
+        keep: usize,
+    ) -> Result<std::collections::VecDeque<record::Record<'m>>> {
+        // Only the `keep` oldest records are kept (a forward read with a limit), so memory is
+        // bounded by the limit even though the walk starts at the stream's newest event.
+        let mut records = std::collections::VecDeque::with_capacity(
+            ((last - lowest.min(last) + 1) as usize)
+                .min(keep)
+                .min(1 << 16),
+        );
         let mut expected_version = last;
         loop {
             let bytes = map
@@ -697,7 +740,12 @@ impl Stream {
                     .corrupt(offset, CorruptKind::OutOfOrder { what }));
             }
             let prev = record.header.prev;
-            records.push(record);
+            if records.len() == keep {
+                records.pop_front();
+            }
+            if keep > 0 {
+                records.push_back(record);
+            }
             if expected_version <= lowest || prev == record::NO_PREVIOUS {
                 break;
             }
@@ -803,7 +851,8 @@ fn staging_pool(options: &StoreOptions) -> Result<buffer_pool::Pool> {
 fn pipe_config(options: &StoreOptions) -> PipeConfig {
     PipeConfig {
         chunk_size: CHUNK,
-        max_write: (16 << 20).max(options.max_event_size as u64 * 4),
+        // A batch stops growing past BATCH_BYTES, but its last append may cross that line.
+        max_write: (BATCH_BYTES + options.max_append_bytes) as u64 + 2 * CHUNK,
         max_staged_bytes: 64 << 20,
         grow_step: options.grow_step,
         syncs_in_flight: options.syncs_in_flight,
@@ -823,6 +872,15 @@ fn check_options(options: &StoreOptions) -> Result<()> {
             "max_event_size",
             options.max_event_size as u64,
             "between 64 KiB and 16 MiB",
+        );
+    }
+    if options.max_append_bytes < options.max_event_size + 4096
+        || options.max_append_bytes > 1 << 30
+    {
+        return invalid(
+            "max_append_bytes",
+            options.max_append_bytes as u64,
+            "between max_event_size + 4 KiB and 1 GiB",
         );
     }
     if options.intake_capacity == 0 {

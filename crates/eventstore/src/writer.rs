@@ -47,7 +47,12 @@ pub struct Item {
 pub struct Request {
     pub items: Vec<Item>,
     pub reply: Sender<Result<Receipt>>,
+    /// Log bytes it encodes to (at most; stream-created records counted for every item).
+    pub bytes: usize,
 }
+
+/// A batch stops taking more requests once it encodes to this many bytes.
+pub const BATCH_BYTES: usize = 8 << 20;
 
 /// A batch written and waiting for its epoch.
 struct Completion {
@@ -93,6 +98,8 @@ pub struct Writer {
     /// Staging memory: each batch is copied into pooled 4 KiB-aligned chunks for the pipe; an
     /// exhausted pool makes the writer (and so the intake) wait: the store's memory budget.
     pub pool: Pool,
+    /// Where a fatal error is recorded, so every later append fails with it.
+    pub failure: Arc<Mutex<Option<PipeError>>>,
 }
 
 fn stream_name(key: &StreamKey) -> String {
@@ -109,11 +116,28 @@ impl Writer {
     /// Runs until the intake closes; then hands the completer its end.
     pub fn run(mut self, intake: Receiver<Request>, completer: Sender<CompletionMsg>) {
         let mut batch = Vec::new();
-        while let Ok(first) = intake.recv() {
+        let mut carried: Option<Request> = None;
+        loop {
+            let first = match carried.take() {
+                Some(request) => request,
+                None => match intake.recv() {
+                    Ok(request) => request,
+                    Err(_) => return,
+                },
+            };
+            // A batch is bounded in requests and in bytes (one request may cross the line).
+            let mut bytes = first.bytes;
             batch.push(first);
-            while batch.len() < self.max_batch_requests {
+            while batch.len() < self.max_batch_requests && bytes < BATCH_BYTES {
                 match intake.try_recv() {
-                    Ok(request) => batch.push(request),
+                    Ok(request) if bytes + request.bytes > BATCH_BYTES => {
+                        carried = Some(request);
+                        break;
+                    }
+                    Ok(request) => {
+                        bytes += request.bytes;
+                        batch.push(request);
+                    }
                     Err(_) => break,
                 }
             }
@@ -124,13 +148,52 @@ impl Writer {
                     }
                 }
                 Ok(None) => {}
-                Err(()) => return,
+                Err(failure) => {
+                    // Fatal: record it, then answer every later append with it until close.
+                    self.failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(failure.clone());
+                    for request in carried.take().into_iter().chain(intake.iter()) {
+                        let _ = request.reply.send(Err(StoreError::Pipe(failure.clone())));
+                    }
+                    return;
+                }
             }
         }
     }
 
-    /// Encodes a batch; `Err(())` when the pipe has failed (every caller was answered).
-    fn write_batch(&mut self, requests: Vec<Request>) -> Result<Option<Completion>, ()> {
+    /// Pooled chunks for `chunks` chunks, waiting for room; gives up when the pipe has failed
+    /// (its staged chunks are released then, but a failed pipe takes no more writes anyway).
+    fn staging_chunks(&self, chunks: usize) -> Result<Option<buffer_pool::Allocation>, PipeError> {
+        loop {
+            match self
+                .pool
+                .allocate_timeout(chunks, std::time::Duration::from_millis(50))
+            {
+                Ok(allocation) => return Ok(Some(allocation)),
+                Err(PoolError::TooLarge { .. }) => return Ok(None),
+                Err(PoolError::TimedOut { .. }) => {
+                    if let Some(failure) = self.pipe.failure() {
+                        return Err(failure);
+                    }
+                }
+                Err(error) => {
+                    return Err(PipeError::Io {
+                        operation: epoch_pipe::Operation::Write,
+                        offset: self.state.log_end,
+                        kind: std::io::ErrorKind::OutOfMemory,
+                        os_code: None,
+                        message: error.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Encodes a batch; `Err` when the pipe (or the index) has failed: every caller of the
+    /// batch was answered, and the store is read-only from now on.
+    fn write_batch(&mut self, requests: Vec<Request>) -> Result<Option<Completion>, PipeError> {
         let timestamp = now_nanos();
         let first_offset = self.state.log_end;
         let first_position = self.state.next_position;
@@ -165,21 +228,15 @@ impl Writer {
         let start = first_offset / CHUNK * CHUNK;
         let bytes = &self.state.tail[(start - self.state.tail_base) as usize..];
         let written = match index_result {
-            Ok(()) => match self.pool.allocate(bytes.len().div_ceil(CHUNK as usize)) {
-                Ok(mut chunks) => {
+            Ok(()) => match self.staging_chunks(bytes.len().div_ceil(CHUNK as usize)) {
+                Ok(Some(mut chunks)) => {
                     chunks.fill(bytes);
                     self.pipe
                         .write(PooledPayload::new(chunks, bytes.len()), start / CHUNK)
                 }
                 // A batch larger than the whole staging budget goes out from the heap.
-                Err(PoolError::TooLarge { .. }) => self.pipe.write(bytes.to_vec(), start / CHUNK),
-                Err(error) => Err(PipeError::Io {
-                    operation: epoch_pipe::Operation::Write,
-                    offset: start,
-                    kind: std::io::ErrorKind::OutOfMemory,
-                    os_code: None,
-                    message: error.to_string(),
-                }),
+                Ok(None) => self.pipe.write(bytes.to_vec(), start / CHUNK),
+                Err(failure) => Err(failure),
             }
             .map_err(StoreError::Pipe),
             Err(error) => Err(StoreError::io(&self.index_path, error)),
@@ -187,17 +244,20 @@ impl Writer {
         let epoch = match written {
             Ok(epoch) => epoch,
             Err(error) => {
-                let message = error.to_string();
+                let failure = match error {
+                    StoreError::Pipe(failure) => failure,
+                    other => PipeError::Io {
+                        operation: epoch_pipe::Operation::Write,
+                        offset: first_position * 8,
+                        kind: std::io::ErrorKind::Other,
+                        os_code: None,
+                        message: other.to_string(),
+                    },
+                };
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(match &error {
-                        StoreError::Pipe(failure) => StoreError::Pipe(failure.clone()),
-                        _ => StoreError::Io {
-                            path: self.index_path.clone(),
-                            source: std::io::Error::other(message.clone()),
-                        },
-                    }));
+                    let _ = reply.send(Err(StoreError::Pipe(failure.clone())));
                 }
-                return Err(());
+                return Err(failure);
             }
         };
         // Keep only the last partial chunk of the tail.

@@ -551,3 +551,86 @@ fn scans_borrow_events_in_order_without_copying() {
         30
     );
 }
+
+#[test]
+fn large_appends_and_batches_go_through_and_oversized_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let aggregate = store.domain("d").unwrap().aggregate("t").unwrap();
+    // 5 MiB in one append: more than 1024 pooled chunks, written in several pwritev calls.
+    let big: Vec<Event> = (0..5u8)
+        .map(|n| Event::new("e", vec![n; 1 << 20]))
+        .collect();
+    aggregate
+        .instance(0u128)
+        .append(Expected::NoStream, &big)
+        .unwrap();
+    // Many 1 MiB appends at once: batches are cut by size, none exceeds the pipe's limit.
+    let pending: Vec<_> = (1..=24u128)
+        .map(|n| {
+            aggregate
+                .instance(n)
+                .append_nowait(
+                    Expected::NoStream,
+                    &[Event::new("e", vec![n as u8; 1 << 20])],
+                )
+                .unwrap()
+        })
+        .collect();
+    for append in pending {
+        append.wait().unwrap();
+    }
+    let read = aggregate.instance(0u128).read_from(0).unwrap();
+    assert_eq!(read.len(), 5);
+    assert!(
+        read.iter()
+            .enumerate()
+            .all(|(n, e)| e.payload == vec![n as u8; 1 << 20])
+    );
+    assert_eq!(
+        aggregate.instance(24u128).read_from(0).unwrap()[0].payload,
+        vec![24u8; 1 << 20]
+    );
+    let too_much: Vec<Event> = (0..40)
+        .map(|_| Event::new("e", vec![0u8; 1 << 20]))
+        .collect();
+    assert!(matches!(
+        aggregate.instance(99u128).append(Expected::Any, &too_much),
+        Err(StoreError::AppendTooLarge { max, .. }) if max == 32 << 20
+    ));
+    assert_eq!(store.len(), 29, "the refused append wrote nothing");
+}
+
+#[test]
+fn concurrent_closes_both_finish_and_release_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stream = store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(1u128);
+    let pending: Vec<_> = (0..100u8)
+        .map(|n| {
+            stream
+                .append_nowait(Expected::Any, &[event("e", &[n])])
+                .unwrap()
+        })
+        .collect();
+    let closers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = store.clone();
+            std::thread::spawn(move || s.close())
+        })
+        .collect();
+    for closer in closers {
+        closer.join().unwrap().unwrap();
+    }
+    // Everything submitted before close was written.
+    for append in pending {
+        append.wait().unwrap();
+    }
+    let reopened = Store::open(dir.path()).unwrap();
+    assert_eq!(reopened.len(), 100);
+}
