@@ -562,11 +562,16 @@ impl<S: Storage> Shared<S> {
     }
 
     fn fail(&self, failure: PipeError) {
-        {
+        // Nothing staged will be written any more: drop it (outside the lock) so pooled chunks
+        // go back to their pool at once; a writer may be waiting for them.
+        let abandoned = {
             let mut staging = lock(&self.staging);
             staging.failure.get_or_insert_with(|| failure.clone());
+            staging.bytes = 0;
             self.room.notify_all();
-        }
+            std::mem::take(&mut staging.writes)
+        };
+        drop(abandoned);
         let (sleepers, wakers) = {
             let mut notify = lock(&self.notify);
             notify.failure.get_or_insert(failure);

@@ -49,7 +49,8 @@ impl LogView {
         // appended to and grown (never truncated or shrunk) while it is open, so the mapped
         // range stays backed by the file for the map's lifetime. Bytes under the map may change
         // (appends past the committed end), but readers only decode records below the
-        // committed end, which are never rewritten.
+        // committed end, whose bytes never change: the writer does rewrite the log's last
+        // partial 4 KiB chunk, but with the same bytes below the committed end.
         let map = unsafe { Mmap::map(&self.file) }.map_err(|e| StoreError::io(&self.path, e))?;
         if (map.len() as u64) < end {
             return Err(StoreError::Corrupt {

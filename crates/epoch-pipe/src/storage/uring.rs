@@ -62,6 +62,7 @@ impl Rings {
         // (or before the kernel refused the submission, in which case it never started).
         unsafe { ring.submission().push(&entry) }
             .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        let mut failure = None;
         loop {
             match ring.submit_and_wait(1) {
                 Ok(_) => {}
@@ -70,10 +71,20 @@ impl Rings {
                         error.raw_os_error(),
                         Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
                     ) => {}
-                Err(error) => return Err(error),
+                // The kernel never took the entry: it never started, nothing borrows the
+                // caller's buffers, the error can be returned.
+                Err(error) if !ring.submission().is_empty() => return Err(error),
+                // The entry was taken: its buffers stay borrowed until it completes, so keep
+                // waiting for its completion, then report the error.
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
             }
             if let Some(completion) = ring.completion().next() {
-                return Ok(completion.result());
+                return match failure {
+                    Some(error) => Err(error),
+                    None => Ok(completion.result()),
+                };
             }
         }
     }
