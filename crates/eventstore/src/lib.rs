@@ -63,6 +63,6 @@ pub use record::StreamKey;
 #[doc(hidden)]
 pub use state::{Committed, TailReplay, decode_checkpoint, encode_checkpoint, replay_tail};
 pub use store::{
-    AggregateType, AppendItem, Domain, PendingAppend, RecoveryReport, Store, StoreOptions, Stream,
-    Subscription,
+    AggregateType, AppendItem, Domain, PendingAppend, RecoveryReport, StorageHook, Store,
+    StoreOptions, Stream, Subscription,
 };

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig, PipeError};
+use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig, PipeError, Storage};
 use packed_ascii::{Packed64, Packed128};
 
 use crate::error::{CorruptKind, NameKind, Result, StoreError};
@@ -41,6 +41,10 @@ pub struct StoreOptions {
     /// Largest encoded size of one append (all its events, headers included), in bytes
     /// (default 32 MiB; at least `max_event_size` + 4 KiB, at most 1 GiB).
     pub max_append_bytes: usize,
+    /// Tests only: wraps the log's storage (e.g. to simulate a power loss). Not part of the
+    /// stable API.
+    #[doc(hidden)]
+    pub log_storage_hook: Option<StorageHook>,
     /// Memory for batches on their way to disk (default 64 MiB, in 4 KiB-aligned pooled
     /// chunks): when it is all in flight, appends wait (backpressure).
     pub staging_bytes: usize,
@@ -56,7 +60,20 @@ impl Default for StoreOptions {
             grow_step: 64 << 20,
             staging_bytes: 64 << 20,
             max_append_bytes: 32 << 20,
+            log_storage_hook: None,
         }
+    }
+}
+
+/// Wraps the log's storage before the pipe writes through it (tests only).
+#[doc(hidden)]
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct StorageHook(pub Arc<dyn Fn(FileStorage) -> Box<dyn Storage> + Send + Sync>);
+
+impl std::fmt::Debug for StorageHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageHook")
     }
 }
 
@@ -89,7 +106,7 @@ struct Inner {
     visible: Arc<RwLock<Visible>>,
     signal: Arc<CommitSignal>,
     failure: Arc<Mutex<Option<PipeError>>>,
-    pipe: Arc<Pipe<FileStorage>>,
+    pipe: Arc<Pipe<Box<dyn Storage>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
     /// The writer lock, released by close.
@@ -202,8 +219,12 @@ impl Store {
             recover(dir, &log_file, &log, &index, &index_path, window)?;
         drop(log_file);
 
-        let storage = FileStorage::open(&log_path, FileOptions::default())
+        let file = FileStorage::open(&log_path, FileOptions::default())
             .map_err(|e| StoreError::io(&log_path, e))?;
+        let storage: Box<dyn Storage> = match &options.log_storage_hook {
+            Some(hook) => (hook.0)(file),
+            None => Box::new(file),
+        };
         let pipe_config = pipe_config(&options);
         let pipe =
             Arc::new(

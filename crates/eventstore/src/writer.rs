@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use buffer_pool::{Pool, PoolError};
-use epoch_pipe::{Epoch, FileStorage, Pipe, PipeError, PooledPayload};
+use epoch_pipe::{Epoch, Pipe, PipeError, PooledPayload, Storage};
 use packed_ascii::Packed128;
 
 use crate::error::{Result, StoreError};
@@ -91,7 +91,7 @@ pub struct WriterState {
 /// Everything the writer thread owns.
 pub struct Writer {
     pub state: WriterState,
-    pub pipe: Arc<Pipe<FileStorage>>,
+    pub pipe: Arc<Pipe<Box<dyn Storage>>>,
     pub index: File,
     pub index_path: std::path::PathBuf,
     pub max_batch_requests: usize,
@@ -400,7 +400,7 @@ pub struct CompletionMsg(Completion);
 
 /// The completer: waits for each batch's epoch in order, then publishes and answers.
 pub struct Completer {
-    pub pipe: Arc<Pipe<FileStorage>>,
+    pub pipe: Arc<Pipe<Box<dyn Storage>>>,
     pub visible: Arc<RwLock<Visible>>,
     pub signal: Arc<CommitSignal>,
     pub failure: Arc<Mutex<Option<PipeError>>>,

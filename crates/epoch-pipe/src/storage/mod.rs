@@ -36,3 +36,23 @@ pub trait Storage: Send + Sync + 'static {
         Ok(self.len()? == 0)
     }
 }
+
+/// A boxed storage is a storage: lets a pipe write through a wrapper chosen at run time (the
+/// store's tests put a power-loss simulator in front of the real file this way).
+impl<S: Storage + ?Sized> Storage for Box<S> {
+    fn write_vectored_at(&self, offset: u64, buffers: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        (**self).write_vectored_at(offset, buffers)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        (**self).sync_data()
+    }
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        (**self).allocate(len)
+    }
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        (**self).read_at(offset, buffer)
+    }
+    fn len(&self) -> io::Result<u64> {
+        (**self).len()
+    }
+}
