@@ -37,7 +37,11 @@ struct Shadow {
 impl Storage for Shadow {
     fn write_vectored_at(&self, offset: u64, buffers: &[IoSlice<'_>]) -> io::Result<usize> {
         let written = self.file.write_vectored_at(offset, buffers)?;
-        let data: Vec<u8> = buffers.iter().flat_map(|b| b.iter().copied()).take(written).collect();
+        let data: Vec<u8> = buffers
+            .iter()
+            .flat_map(|b| b.iter().copied())
+            .take(written)
+            .collect();
         self.disk.lock().unwrap().pending.push((offset, data));
         Ok(written)
     }
@@ -75,7 +79,10 @@ fn payload(instance: u128, version: u64) -> Vec<u8> {
 
 #[test]
 fn power_loss_never_loses_an_acknowledged_append() {
-    let rounds: u64 = std::env::var("EVENTSTORE_POWER_LOSS_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let rounds: u64 = std::env::var("EVENTSTORE_POWER_LOSS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut checked = 0;
     let mut repaired = 0;
@@ -91,7 +98,10 @@ fn power_loss_never_loses_an_acknowledged_append() {
             // No checkpoint during the run: the crashed image is the log alone.
             checkpoint_every: u64::MAX / 2,
             log_storage_hook: Some(StorageHook(Arc::new(move |file: FileStorage| {
-                Box::new(Shadow { file, disk: Arc::clone(&hook_disk) }) as Box<dyn Storage>
+                Box::new(Shadow {
+                    file,
+                    disk: Arc::clone(&hook_disk),
+                }) as Box<dyn Storage>
             }))),
             ..StoreOptions::default()
         };
@@ -101,13 +111,28 @@ fn power_loss_never_loses_an_acknowledged_append() {
         let acked = Arc::new(Mutex::new(Vec::<(u128, u64, u64)>::new()));
         let mut workers = Vec::new();
         for instance in 0..2u128 {
-            let (stream, stop, acked) = (accounts.instance(instance), Arc::clone(&stop), Arc::clone(&acked));
+            let (stream, stop, acked) = (
+                accounts.instance(instance),
+                Arc::clone(&stop),
+                Arc::clone(&acked),
+            );
             workers.push(std::thread::spawn(move || {
                 let mut next = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let expected = if next == 0 { Expected::NoStream } else { Expected::Exact(next - 1) };
-                    let Ok(receipt) = stream.append(expected, &[Event::new("e", payload(instance, next))]) else { return };
-                    acked.lock().unwrap().push((instance, next, receipt.first_position));
+                    let expected = if next == 0 {
+                        Expected::NoStream
+                    } else {
+                        Expected::Exact(next - 1)
+                    };
+                    let Ok(receipt) =
+                        stream.append(expected, &[Event::new("e", payload(instance, next))])
+                    else {
+                        return;
+                    };
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push((instance, next, receipt.first_position));
                     next += 1;
                 }
             }));
@@ -118,10 +143,22 @@ fn power_loss_never_loses_an_acknowledged_append() {
             workers.push(std::thread::spawn(move || {
                 let mut next = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let expected = if next == 0 { Expected::NoStream } else { Expected::Exact(next - 1) };
+                    let expected = if next == 0 {
+                        Expected::NoStream
+                    } else {
+                        Expected::Exact(next - 1)
+                    };
                     let Ok(receipt) = store.append_multi(&[
-                        AppendItem { stream: &left, expected, events: &[Event::new("debit", payload(100, next))] },
-                        AppendItem { stream: &right, expected, events: &[Event::new("credit", payload(101, next))] },
+                        AppendItem {
+                            stream: &left,
+                            expected,
+                            events: &[Event::new("debit", payload(100, next))],
+                        },
+                        AppendItem {
+                            stream: &right,
+                            expected,
+                            events: &[Event::new("credit", payload(101, next))],
+                        },
                     ]) else {
                         return;
                     };
@@ -165,31 +202,66 @@ fn power_loss_never_loses_an_acknowledged_append() {
         let after = tempfile::tempdir().unwrap();
         std::fs::copy(live.path().join("STORE"), after.path().join("STORE")).unwrap();
         std::fs::write(after.path().join("log.dat"), &image).unwrap();
-        let store = Store::open_with(after.path(), StoreOptions { grow_step: 1 << 20, ..StoreOptions::default() })
-            .unwrap_or_else(|e| panic!("round {round}: reopen after power loss: {e}"));
+        let store = Store::open_with(
+            after.path(),
+            StoreOptions {
+                grow_step: 1 << 20,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("round {round}: reopen after power loss: {e}"));
         repaired += u64::from(store.recovery().truncated_at.is_some());
         let accounts = store.domain("bank").unwrap().aggregate("account").unwrap();
         let mut streams = std::collections::HashMap::new();
         for instance in [0, 1, 100, 101u128] {
             let events = accounts.instance(instance).read_from(0).unwrap();
             let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
-            assert_eq!(versions, (0..versions.len() as u64).collect::<Vec<_>>(), "round {round}");
+            assert_eq!(
+                versions,
+                (0..versions.len() as u64).collect::<Vec<_>>(),
+                "round {round}"
+            );
             streams.insert(instance, events);
         }
         for &(instance, version, position) in &acked_before {
             let event = streams[&instance]
                 .get(version as usize)
                 .unwrap_or_else(|| panic!("round {round}: acknowledged {instance}@{version} lost"));
-            assert_eq!((event.version, event.position), (version, position), "round {round}");
+            assert_eq!(
+                (event.version, event.position),
+                (version, position),
+                "round {round}"
+            );
             assert_eq!(event.payload, payload(instance, version), "round {round}");
         }
-        assert_eq!(streams[&100].len(), streams[&101].len(), "round {round}: partial two-stream append");
-        let positions: Vec<u64> = store.read_all(0, usize::MAX).unwrap().iter().map(|e| e.position).collect();
-        assert_eq!(positions, (0..store.len()).collect::<Vec<_>>(), "round {round}: gap in positions");
-        accounts.instance(7u128).append(Expected::NoStream, &[Event::new("alive", Vec::new())]).unwrap();
+        assert_eq!(
+            streams[&100].len(),
+            streams[&101].len(),
+            "round {round}: partial two-stream append"
+        );
+        let positions: Vec<u64> = store
+            .read_all(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(
+            positions,
+            (0..store.len()).collect::<Vec<_>>(),
+            "round {round}: gap in positions"
+        );
+        accounts
+            .instance(7u128)
+            .append(Expected::NoStream, &[Event::new("alive", Vec::new())])
+            .unwrap();
         store.close().unwrap();
         checked += acked_before.len();
     }
-    assert!(checked > 0, "no acknowledgement before any power loss: the test checked nothing");
-    eprintln!("{rounds} power losses, {checked} acknowledged events checked, {repaired} torn tails cut");
+    assert!(
+        checked > 0,
+        "no acknowledgement before any power loss: the test checked nothing"
+    );
+    eprintln!(
+        "{rounds} power losses, {checked} acknowledged events checked, {repaired} torn tails cut"
+    );
 }
