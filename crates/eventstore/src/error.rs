@@ -145,6 +145,9 @@ pub enum StoreError {
         source: io::Error,
     },
     /// The durability pipe failed: the store accepts no more appends; reads keep working.
+    /// An append answered with this error is not durable as far as this process knows; after
+    /// a restart it may or may not be in the store (its bytes may have reached the disk before
+    /// the failure), whole if it is, like a database commit whose answer was lost.
     #[error("durability failure, the store is read-only from now on: {0}")]
     Pipe(PipeError),
     /// The store was closed.
