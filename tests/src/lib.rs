@@ -79,3 +79,70 @@ pub mod crash {
         }
     }
 }
+
+/// The checks every crash test makes after reopening a store.
+pub mod invariants {
+    use std::collections::HashMap;
+
+    use eventstore::{Event, Expected, Store};
+
+    /// The streams `bank/account/<instance>` of `instances` must have contiguous versions;
+    /// every `(instance, version, position)` in `acked` must be there with its position and
+    /// `payload(instance, version)`; the streams of `pair` (written together by two-stream
+    /// appends) must have the same length; global positions must be gap-free; and the store
+    /// must take a new append (to `probe/p/<round>`). Panics naming `round` otherwise.
+    pub fn check_after_crash(
+        store: &Store,
+        instances: &[u128],
+        acked: &[(u128, u64, u64)],
+        pair: (u128, u128),
+        payload: impl Fn(u128, u64) -> Vec<u8>,
+        round: u64,
+    ) {
+        let accounts = store.domain("bank").unwrap().aggregate("account").unwrap();
+        let mut streams = HashMap::new();
+        for &instance in instances {
+            let events = accounts.instance(instance).read_from(0).unwrap();
+            let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+            let contiguous: Vec<u64> = (0..versions.len() as u64).collect();
+            assert_eq!(
+                versions, contiguous,
+                "round {round}: versions of {instance}"
+            );
+            streams.insert(instance, events);
+        }
+        for &(instance, version, position) in acked {
+            let event = streams[&instance]
+                .get(version as usize)
+                .unwrap_or_else(|| panic!("round {round}: acknowledged {instance}@{version} lost"));
+            assert_eq!(
+                (event.version, event.position),
+                (version, position),
+                "round {round}"
+            );
+            assert_eq!(event.payload, payload(instance, version), "round {round}");
+        }
+        assert_eq!(
+            streams[&pair.0].len(),
+            streams[&pair.1].len(),
+            "round {round}: a two-stream append is partial"
+        );
+        let positions: Vec<u64> = store
+            .read_all(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        let gap_free: Vec<u64> = (0..store.len()).collect();
+        assert_eq!(positions, gap_free, "round {round}: gap in positions");
+        let probe = store
+            .domain("probe")
+            .unwrap()
+            .aggregate("p")
+            .unwrap()
+            .instance(round as u128);
+        probe
+            .append(Expected::NoStream, &[Event::new("alive", Vec::new())])
+            .unwrap();
+    }
+}

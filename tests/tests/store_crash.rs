@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use eventstore_tests::crash;
+use eventstore_tests::{crash, invariants};
 
 use eventstore::{AppendItem, Event, Expected, Store, StoreOptions};
 
@@ -128,55 +128,14 @@ fn crash_kill_9_never_loses_an_acknowledged_append() {
         if store.recovery().truncated_at.is_some() {
             truncations += 1;
         }
-        let accounts = store.domain("bank").unwrap().aggregate("account").unwrap();
-        let mut streams = std::collections::HashMap::new();
-        for instance in [0, 1, 2, 100, 101u128] {
-            let events = accounts.instance(instance).read_from(0).unwrap();
-            let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
-            assert_eq!(
-                versions,
-                (0..versions.len() as u64).collect::<Vec<_>>(),
-                "round {round}"
-            );
-            streams.insert(instance, events);
-        }
-        for &(instance, version, position) in &acked {
-            let event = streams[&instance]
-                .get(version as usize)
-                .unwrap_or_else(|| panic!("round {round}: lost {instance}@{version}"));
-            assert_eq!(
-                (event.version, event.position),
-                (version, position),
-                "round {round}"
-            );
-            assert_eq!(event.payload, payload(instance, version), "round {round}");
-        }
-        assert_eq!(
-            accounts.instance(100u128).version(),
-            accounts.instance(101u128).version(),
-            "round {round}: a two-stream append is partial"
+        invariants::check_after_crash(
+            &store,
+            &[0, 1, 2, 100, 101],
+            &acked,
+            (100, 101),
+            payload,
+            round,
         );
-        let positions: Vec<u64> = store
-            .read_all(0, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|e| e.position)
-            .collect();
-        assert_eq!(
-            positions,
-            (0..store.len()).collect::<Vec<_>>(),
-            "round {round}: gap in positions"
-        );
-        // The store keeps working after the crash.
-        let probe = store
-            .domain("probe")
-            .unwrap()
-            .aggregate("p")
-            .unwrap()
-            .instance(round as u128);
-        probe
-            .append(Expected::NoStream, &[Event::new("alive", Vec::new())])
-            .unwrap();
         store.close().unwrap();
     }
     assert!(
