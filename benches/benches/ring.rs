@@ -158,7 +158,7 @@ fn ours_mpsc(producers: usize, n: u64, batch: usize) -> Duration {
     let start = Instant::now();
     let handles: Vec<_> = (0..producers as u64)
         .map(|p| {
-            let mut producer = producer.clone();
+            let producer = producer.clone();
             thread::spawn(move || {
                 let mut i = 0;
                 while i < per {

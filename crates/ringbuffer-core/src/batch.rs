@@ -1,6 +1,9 @@
-//! [`Batch`]: everything a consumer may read at once, released in one store.
+//! [`Batch`]: everything a consumer may read at once, released in one store; [`BatchMut`]:
+//! the same for the one consumer of an MPSC/SPSC ring, which may also modify or move out
+//! the entries.
 
 use std::fmt;
+use std::ops::Deref;
 
 use crate::ring::Core;
 use crate::sync::{AtomicU64, Ordering};
@@ -124,6 +127,84 @@ impl<T> fmt::Debug for Batch<'_, T> {
         f.debug_struct("Batch")
             .field("start", &self.start)
             .field("end", &self.end)
+            .finish()
+    }
+}
+
+/// A [`Batch`] read by the only consumer of an MPSC or SPSC ring (from
+/// [`Consumer::read_mut`](crate::Consumer::read_mut)): nobody else can see these slots until
+/// the batch is released, so the consumer may modify the entries or move them out
+/// ([`take_each`](Self::take_each)) instead of cloning them. Everything a [`Batch`] offers
+/// is available through `Deref`.
+///
+/// ```
+/// use ringbuffer_core::RingBuilder;
+///
+/// // Owned payloads travel through the ring without a clone: the consumer takes them out.
+/// let (producer, mut consumer) = RingBuilder::<Option<String>>::new(8).mpsc()?;
+/// producer.push(Some("opened".to_string()))?;
+/// producer.push(Some("deposited".to_string()))?;
+/// let mut taken = Vec::new();
+/// consumer.read_mut()?.take_each(|value| taken.extend(value));
+/// assert_eq!(taken, ["opened", "deposited"]);
+/// # Ok::<(), ringbuffer_core::Error>(())
+/// ```
+#[must_use = "a batch is released when dropped"]
+pub struct BatchMut<'a, T> {
+    batch: Batch<'a, T>,
+}
+
+impl<'a, T> BatchMut<'a, T> {
+    /// Wraps a batch of a single-consumer ring.
+    ///
+    /// # Safety
+    /// `batch` must come from the one consumer of an MPSC or SPSC ring: then no producer can
+    /// claim its slots before it is released, and no other reader exists.
+    pub(crate) unsafe fn new(batch: Batch<'a, T>) -> Self {
+        Self { batch }
+    }
+
+    /// The entries in sequence order, mutably.
+    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = &mut T> + '_ {
+        let (core, start) = (self.batch.core, self.batch.start);
+        (0..self.batch.len()).map(move |i| {
+            let ptr = core.slot_mut_ptr(start + i as u64);
+            // SAFETY: `BatchMut::new`'s contract: the single consumer owns these published,
+            // unreleased slots exclusively; each index is visited once and the borrows end
+            // with `&mut self`.
+            unsafe { &mut *ptr }
+        })
+    }
+
+    /// Moves every entry out in sequence order, leaving `T::default()` in its slot (for
+    /// example `Option::take`), and hands it to `f`.
+    pub fn take_each(mut self, mut f: impl FnMut(T))
+    where
+        T: Default,
+    {
+        for slot in self.iter_mut() {
+            f(std::mem::take(slot));
+        }
+    }
+
+    /// Releases the batch now (same as dropping it).
+    #[inline]
+    pub fn release(self) {}
+}
+
+impl<'a, T> Deref for BatchMut<'a, T> {
+    type Target = Batch<'a, T>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.batch
+    }
+}
+
+impl<T> fmt::Debug for BatchMut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchMut")
+            .field("start", &self.batch.start)
+            .field("end", &self.batch.end)
             .finish()
     }
 }

@@ -120,6 +120,14 @@ impl<T> BroadcastProducer<T> {
         join(&self.inner.core)
     }
 
+    /// A handle that lets any thread add subscribers without holding the producer or a
+    /// subscriber (for example the owner of a ring whose producer lives on another thread).
+    pub fn subscribe_handle(&self) -> SubscribeHandle<T> {
+        SubscribeHandle {
+            core: Arc::clone(&self.inner.core),
+        }
+    }
+
     /// Number of live subscribers (evicted ones included until they resubscribe or drop).
     pub fn subscriber_count(&self) -> usize {
         registry(&self.inner.core)
@@ -183,6 +191,45 @@ impl<T> fmt::Debug for BroadcastProducer<T> {
         f.debug_struct("BroadcastProducer")
             .field("next", &self.inner.next)
             .finish_non_exhaustive()
+    }
+}
+
+/// Adds subscribers to a broadcast ring from any thread (see
+/// [`BroadcastProducer::subscribe_handle`]). It does not gate the producer and is cheap to
+/// clone. Once the producer is gone, new subscribers read [`Error::Closed`].
+///
+/// ```
+/// use ringbuffer_core::RingBuilder;
+///
+/// let (mut producer, _initial) = RingBuilder::<u64>::new(16).broadcast(0)?;
+/// let handle = producer.subscribe_handle();
+/// let mut late = std::thread::spawn(move || handle.subscribe()).join().expect("thread");
+/// producer.push(7)?;
+/// assert_eq!(late.read()?.iter().copied().collect::<Vec<_>>(), [7]);
+/// # Ok::<(), ringbuffer_core::Error>(())
+/// ```
+pub struct SubscribeHandle<T> {
+    core: Arc<Core<T>>,
+}
+
+impl<T> SubscribeHandle<T> {
+    /// A new subscriber that sees every entry published from now on.
+    pub fn subscribe(&self) -> BroadcastConsumer<T> {
+        join(&self.core)
+    }
+}
+
+impl<T> Clone for SubscribeHandle<T> {
+    fn clone(&self) -> Self {
+        Self {
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SubscribeHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscribeHandle").finish_non_exhaustive()
     }
 }
 

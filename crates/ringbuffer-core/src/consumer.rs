@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, BatchMut};
 use crate::error::Error;
 use crate::ring::{Core, Gating};
 use crate::sync::{Arc, AtomicU64, Ordering};
@@ -106,6 +106,31 @@ impl<T> Consumer<T> {
         };
         let released: &AtomicU64 = released;
         Ok(Batch::new(core, pos, end, released, &mut self.pos))
+    }
+
+    /// Like [`read`](Self::read), with mutable access to the entries: this is the ring's only
+    /// consumer, so it may modify them or move them out ([`BatchMut::take_each`]).
+    #[inline]
+    pub fn read_mut(&mut self) -> Result<BatchMut<'_, T>, Error> {
+        let batch = self.read_inner(ReadWait::Forever)?;
+        // SAFETY: a `Consumer` is the one consumer of an MPSC/SPSC ring.
+        Ok(unsafe { BatchMut::new(batch) })
+    }
+
+    /// Like [`read_mut`](Self::read_mut) but never waits: [`Error::Empty`] if nothing is new.
+    #[inline]
+    pub fn try_read_mut(&mut self) -> Result<BatchMut<'_, T>, Error> {
+        let batch = self.read_inner(ReadWait::No)?;
+        // SAFETY: a `Consumer` is the one consumer of an MPSC/SPSC ring.
+        Ok(unsafe { BatchMut::new(batch) })
+    }
+
+    /// Like [`read_mut`](Self::read_mut), giving up with [`Error::Timeout`] after `timeout`.
+    #[inline]
+    pub fn read_mut_timeout(&mut self, timeout: Duration) -> Result<BatchMut<'_, T>, Error> {
+        let batch = self.read_inner(ReadWait::timeout(timeout))?;
+        // SAFETY: a `Consumer` is the one consumer of an MPSC/SPSC ring.
+        Ok(unsafe { BatchMut::new(batch) })
     }
 
     /// Sequence of the next entry this consumer will read.

@@ -3,11 +3,13 @@
 //!
 //! Producers **claim** a run of slots, fill them **in place**, and **publish**; consumers
 //! **read batches** (everything published since their last read) and release each batch
-//! with a single store. Four topologies share one core:
+//! with a single store. The one consumer of an MPSC/SPSC ring may also take the entries
+//! mutably ([`Consumer::read_mut`] -> [`BatchMut`]) and move owned values out without a
+//! clone. Four topologies share one core:
 //!
 //! | builder method | producers | consumers | claim |
 //! |---|---|---|---|
-//! | [`RingBuilder::mpsc`] / [`mpsc`] | many ([`Producer`], `Clone`) | one [`Consumer`] | `fetch_add` on a padded cursor, per-slot publication marks |
+//! | [`RingBuilder::mpsc`] / [`mpsc`] | many ([`Producer`]: `Clone` and `Sync`, claims take `&self`) | one [`Consumer`] | `fetch_add` on a padded cursor, per-slot publication marks |
 //! | [`RingBuilder::spsc`] / [`spsc`] | one [`SingleProducer`] | one [`Consumer`] | no atomic read-modify-write |
 //! | [`RingBuilder::broadcast`] / [`broadcast`] | one [`BroadcastProducer`] | any number of [`BroadcastConsumer`]s, joining and leaving at run time, each seeing everything | no atomic read-modify-write |
 //! | [`RingBuilder::work_sharing`] | one [`SingleProducer`] | several [`WorkConsumer`]s, each entry to exactly one | no atomic read-modify-write |
@@ -22,7 +24,8 @@
 //! subscriber simply stops gating. A broadcast subscriber that falls a whole ring behind can
 //! be found with [`BroadcastProducer::laggards`] and evicted
 //! ([`BroadcastProducer::evict_laggards`], or automatically with [`LagPolicy::Evict`]); it
-//! then reads [`Error::Lagged`] and can [`BroadcastConsumer::resubscribe`].
+//! then reads [`Error::Lagged`] and can [`BroadcastConsumer::resubscribe`]. Any thread can add
+//! subscribers through a [`SubscribeHandle`].
 //!
 //! Misuse is a typed [`Error`], never a panic or a hang: zero or non-power-of-two capacity,
 //! a claim of zero slots or more than the ring holds, use after close.
@@ -35,7 +38,7 @@
 //! let (producer, mut consumer) = RingBuilder::<u64>::new(1024).mpsc()?;
 //! let threads: Vec<_> = (0..4u64)
 //!     .map(|t| {
-//!         let mut producer = producer.clone();
+//!         let producer = producer.clone();
 //!         std::thread::spawn(move || {
 //!             for i in 0..1000u64 {
 //!                 // Claim 10 slots, fill them in place, publish them together.
@@ -115,8 +118,8 @@ mod sync;
 mod wait;
 mod work;
 
-pub use batch::Batch;
-pub use broadcast::{BroadcastConsumer, BroadcastProducer, Laggard};
+pub use batch::{Batch, BatchMut};
+pub use broadcast::{BroadcastConsumer, BroadcastProducer, Laggard, SubscribeHandle};
 pub use builder::{DEFAULT_WORK_BATCH, RingBuilder, broadcast, mpsc, spsc};
 pub use claim::Claim;
 pub use consumer::Consumer;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::claim::{Claim, Publisher};
 use crate::error::Error;
 use crate::ring::{CLOSED_BIT, Core, GateCache};
-use crate::sync::{Arc, Ordering};
+use crate::sync::{Arc, AtomicU64, Ordering};
 use crate::wait::{Waited, wait_for};
 
 /// How long a claim may wait.
@@ -220,40 +220,54 @@ impl<T> fmt::Debug for SingleProducer<T> {
 /// publishes by setting each slot's publication mark, so the consumer sees the contiguous
 /// published prefix even when producers finish out of order. The ring closes when
 /// [`Producer::close`] is called or the last producer is dropped.
+///
+/// Every method takes `&self`: a `Producer` is `Sync`, so one handle can be shared by many
+/// threads (behind an `Arc` or inside a shared struct) as well as cloned per thread. Each
+/// claim is independent; one thread may even hold several at once.
 pub struct Producer<T> {
     core: Arc<Core<T>>,
-    /// Claims may end at or below this without reloading the consumer's position.
-    limit: u64,
-    closed: bool,
+    /// Claims may end at or below this without reloading the consumer's position. A cache
+    /// shared by every thread using this handle: it only grows, and any value it held was a
+    /// true bound when stored, so a stale read is merely conservative. It is raised with
+    /// release and read with acquire: a thread that trusts a limit another thread computed
+    /// must also see the consumer's release of those slots (and its last accesses to them),
+    /// which that thread acquired. (loom found the race with relaxed ordering here.)
+    limit: AtomicU64,
 }
 
 impl<T> Producer<T> {
     pub(crate) fn new(core: Arc<Core<T>>) -> Self {
-        let limit = core.capacity() as u64;
-        Self {
-            core,
-            limit,
-            closed: false,
-        }
+        let limit = AtomicU64::new(core.capacity() as u64);
+        Self { core, limit }
+    }
+
+    #[inline]
+    fn raise_limit(&self, limit: u64) {
+        self.limit.fetch_max(limit, Ordering::AcqRel);
+    }
+
+    #[inline]
+    fn refuses(&self) -> bool {
+        self.core.consumers_gone.load(Ordering::Relaxed)
+            || self.core.cursor.load(Ordering::Relaxed) & CLOSED_BIT != 0
     }
 
     /// Claims `n` slots, waiting for space if needed. The sequences are taken before the
     /// wait, so this wait cannot time out; it ends with [`Error::Closed`] only if the
     /// consumer is gone. Claims granted before a close are still published and read.
     #[inline]
-    pub fn claim(&mut self, n: usize) -> Result<Claim<'_, T>, Error> {
+    pub fn claim(&self, n: usize) -> Result<Claim<'_, T>, Error> {
         let core = &*self.core;
         check_claim(n, core.capacity())?;
-        if self.closed || core.consumers_gone.load(Ordering::Relaxed) {
+        if self.refuses() {
             return Err(Error::Closed);
         }
         let before = core.cursor.fetch_add(n as u64, Ordering::AcqRel);
         if before & CLOSED_BIT != 0 {
-            self.closed = true;
             return Err(Error::Closed);
         }
         let end = before + n as u64;
-        if end > self.limit {
+        if end > self.limit.load(Ordering::Acquire) {
             let cap = core.capacity() as u64;
             let needed = end - cap;
             let mut cache = GateCache::new();
@@ -263,7 +277,7 @@ impl<T> Producer<T> {
                 Err(e) => Some(Err(e)),
             };
             match wait_for(core.strategy, &core.space, None, ready) {
-                Waited::Ready(Ok(gate)) => self.limit = gate + cap,
+                Waited::Ready(Ok(gate)) => self.raise_limit(gate + cap),
                 Waited::Ready(Err(e)) => return Err(e),
                 Waited::TimedOut => return Err(Error::Timeout),
             }
@@ -274,7 +288,7 @@ impl<T> Producer<T> {
     /// Claims `n` slots only if they are free right now ([`Error::Full`] otherwise). Takes
     /// the sequences with a compare-and-swap after checking for space, so a refused claim
     /// leaves nothing behind.
-    pub fn try_claim(&mut self, n: usize) -> Result<Claim<'_, T>, Error> {
+    pub fn try_claim(&self, n: usize) -> Result<Claim<'_, T>, Error> {
         let start = self.try_take(n)?;
         Ok(Claim::new(
             &self.core,
@@ -285,7 +299,7 @@ impl<T> Producer<T> {
     }
 
     /// Like [`try_claim`](Self::try_claim), waiting up to `timeout` for space.
-    pub fn claim_timeout(&mut self, n: usize, timeout: Duration) -> Result<Claim<'_, T>, Error> {
+    pub fn claim_timeout(&self, n: usize, timeout: Duration) -> Result<Claim<'_, T>, Error> {
         check_claim(n, self.core.capacity())?;
         let deadline = Instant::now().checked_add(timeout);
         let core = Arc::clone(&self.core);
@@ -305,24 +319,23 @@ impl<T> Producer<T> {
         ))
     }
 
-    fn try_take(&mut self, n: usize) -> Result<u64, Error> {
+    fn try_take(&self, n: usize) -> Result<u64, Error> {
         let core = &*self.core;
         check_claim(n, core.capacity())?;
-        if self.closed || core.consumers_gone.load(Ordering::Relaxed) {
+        if core.consumers_gone.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
         let cap = core.capacity() as u64;
         let mut current = core.cursor.load(Ordering::Acquire);
         loop {
             if current & CLOSED_BIT != 0 {
-                self.closed = true;
                 return Err(Error::Closed);
             }
             let end = current + n as u64;
-            if end > self.limit {
+            if end > self.limit.load(Ordering::Acquire) {
                 let gate = core.gate(&mut GateCache::new(), 0, end - cap)?;
-                self.limit = gate + cap;
-                if end > self.limit {
+                self.raise_limit(gate + cap);
+                if end > gate + cap {
                     return Err(Error::Full);
                 }
             }
@@ -340,7 +353,7 @@ impl<T> Producer<T> {
 
     /// Claims one slot, lets `fill` write it, publishes it; returns its sequence.
     #[inline]
-    pub fn publish_with(&mut self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
+    pub fn publish_with(&self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
         let mut claim = self.claim(1)?;
         let seq = claim.first_sequence();
         if let Some(slot) = claim.get_mut(0) {
@@ -352,7 +365,7 @@ impl<T> Producer<T> {
 
     /// Publishes one value; returns its sequence.
     #[inline]
-    pub fn push(&mut self, value: T) -> Result<u64, Error> {
+    pub fn push(&self, value: T) -> Result<u64, Error> {
         self.publish_with(|slot| *slot = value)
     }
 

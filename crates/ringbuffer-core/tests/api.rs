@@ -41,7 +41,7 @@ fn bad_capacities_are_typed_errors() {
 
 #[test]
 fn bad_claims_are_typed_errors() {
-    let (mut p, _c) = RingBuilder::<u64>::new(8).mpsc().unwrap();
+    let (p, _c) = RingBuilder::<u64>::new(8).mpsc().unwrap();
     assert_eq!(p.claim(0).err(), Some(Error::ZeroClaim));
     assert_eq!(
         p.claim(9).err(),
@@ -110,7 +110,7 @@ fn spsc_batches_wrap_and_close() {
 
 #[test]
 fn dropped_claim_publishes_factory_values() {
-    let (mut p, mut c) = RingBuilder::with_factory(4, || 7u64).mpsc().unwrap();
+    let (p, mut c) = RingBuilder::with_factory(4, || 7u64).mpsc().unwrap();
     p.push(1).unwrap();
     {
         let mut claim = p.claim(2).unwrap();
@@ -124,7 +124,7 @@ fn dropped_claim_publishes_factory_values() {
 
 #[test]
 fn consumer_drop_unblocks_and_closes_producers() {
-    let (mut p, c) = RingBuilder::<u64>::new(2).mpsc().unwrap();
+    let (p, c) = RingBuilder::<u64>::new(2).mpsc().unwrap();
     p.push(1).unwrap();
     p.push(2).unwrap();
     let t = std::thread::spawn(move || p.push(3));
@@ -138,8 +138,8 @@ fn consumer_drop_unblocks_and_closes_producers() {
 
 #[test]
 fn close_wakes_parked_consumer_and_keeps_granted_claims() {
-    let (mut p, mut c) = RingBuilder::<u64>::new(8).mpsc().unwrap();
-    let mut p2 = p.clone();
+    let (p, mut c) = RingBuilder::<u64>::new(8).mpsc().unwrap();
+    let p2 = p.clone();
     let claim = p2.claim(1).unwrap();
     p.close();
     assert_eq!(p.push(5), Err(Error::Closed));
@@ -306,4 +306,92 @@ fn strategies_deliver() {
         drop(p);
         assert_eq!(t.join().unwrap(), 10_000);
     }
+}
+
+#[test]
+fn one_shared_producer_serves_many_threads() {
+    let (producer, mut consumer) = RingBuilder::<u64>::new(8).mpsc().unwrap();
+    let producer = std::sync::Arc::new(producer);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let producer = std::sync::Arc::clone(&producer);
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    producer.push(t * 10_000 + i).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u64; 4];
+    let mut seen = 0;
+    while seen < 4000 {
+        let batch = consumer.read().unwrap();
+        for value in batch.iter() {
+            let (t, i) = ((value / 10_000) as usize, value % 10_000);
+            assert_eq!(i, next[t], "producer {t} out of order");
+            next[t] += 1;
+        }
+        seen += batch.len();
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(next, [1000; 4]);
+    drop(producer);
+    assert_eq!(consumer.try_read().err(), Some(Error::Closed));
+}
+
+#[test]
+fn the_single_consumer_moves_owned_values_out() {
+    let (producer, mut consumer) = RingBuilder::<Option<Vec<u8>>>::new(4).mpsc().unwrap();
+    let writer = std::thread::spawn(move || {
+        for i in 0..100u8 {
+            producer.push(Some(vec![i; i as usize])).unwrap();
+        }
+    });
+    let mut taken = Vec::new();
+    loop {
+        match consumer.read_mut() {
+            Ok(mut batch) => {
+                assert!(batch.iter().all(Option::is_some));
+                // Modify in place, then move out: the slots keep `None`.
+                for value in batch.iter_mut().flatten() {
+                    value.push(0xFF);
+                }
+                batch.take_each(|value| taken.push(value.unwrap()));
+            }
+            Err(Error::Closed) => break,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(taken.len(), 100);
+    for (i, value) in taken.iter().enumerate() {
+        assert_eq!(value.len(), i + 1);
+        assert_eq!(value.last(), Some(&0xFF));
+    }
+}
+
+#[test]
+fn a_subscribe_handle_adds_subscribers_from_other_threads() {
+    let (mut producer, _none) = RingBuilder::<u64>::new(4).broadcast(0).unwrap();
+    let handle = producer.subscribe_handle();
+    let mut early = handle.clone().subscribe();
+    producer.push(1).unwrap();
+    let mut late = std::thread::spawn(move || handle.subscribe())
+        .join()
+        .unwrap();
+    producer.push(2).unwrap();
+    assert_eq!(
+        early.read().unwrap().iter().copied().collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(
+        late.read().unwrap().iter().copied().collect::<Vec<_>>(),
+        [2]
+    );
+    let handle = producer.subscribe_handle();
+    drop(producer);
+    let mut after_close = handle.subscribe();
+    assert_eq!(after_close.try_read().err(), Some(Error::Closed));
 }

@@ -46,7 +46,7 @@ fn multi_producer_out_of_order_finish_and_wrap() {
         let handles: Vec<_> = [10u64, 20]
             .into_iter()
             .map(|base| {
-                let mut p = p.clone();
+                let p = p.clone();
                 thread::spawn(move || {
                     p.push(base).unwrap();
                     p.push(base + 1).unwrap();
@@ -163,7 +163,7 @@ fn park_and_wake_loses_no_wake_up() {
 #[test]
 fn close_while_a_slot_is_claimed() {
     loom::model(|| {
-        let (mut holder, mut c) = RingBuilder::<u64>::new(2)
+        let (holder, mut c) = RingBuilder::<u64>::new(2)
             .wait_strategy(WaitStrategy::Blocking)
             .mpsc()
             .unwrap();
@@ -178,5 +178,44 @@ fn close_while_a_slot_is_claimed() {
         assert_eq!(holder.push(8).err(), Some(Error::Closed));
         drop(holder);
         assert_eq!(reader.join().unwrap(), vec![7]);
+    });
+}
+
+#[test]
+fn the_consumer_moves_values_out_while_producers_wrap() {
+    loom::model(|| {
+        let (p, mut c) = RingBuilder::<Option<u64>>::new(2)
+            .wait_strategy(WaitStrategy::Blocking)
+            .mpsc()
+            .unwrap();
+        let p = loom::sync::Arc::new(p);
+        let handles: Vec<_> = [10u64, 20]
+            .into_iter()
+            .map(|base| {
+                // One shared producer handle (claims take `&self`).
+                let p = loom::sync::Arc::clone(&p);
+                thread::spawn(move || {
+                    p.push(Some(base)).unwrap();
+                    p.push(Some(base + 1)).unwrap();
+                })
+            })
+            .collect();
+        drop(p);
+        let mut seen = Vec::new();
+        loop {
+            match c.read_mut() {
+                Ok(batch) => batch.take_each(|v| seen.push(v.unwrap())),
+                Err(Error::Closed) => break,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(seen.len(), 4);
+        for base in [10u64, 20] {
+            let mine: Vec<_> = seen.iter().filter(|v| **v / 10 == base / 10).collect();
+            assert_eq!(mine, vec![&base, &(base + 1)]);
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
     });
 }

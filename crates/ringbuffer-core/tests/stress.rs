@@ -55,7 +55,7 @@ fn mpsc_many_producers_batches_and_wrap() {
             .unwrap();
         let handles: Vec<_> = (0..PRODUCERS)
             .map(|p| {
-                let mut producer = producer.clone();
+                let producer = producer.clone();
                 thread::spawn(move || {
                     let mut i = 0;
                     while i < PER {
@@ -94,7 +94,7 @@ fn mpsc_try_and_timeout_claims_mixed() {
     let (producer, mut consumer) = RingBuilder::<u64>::new(8).mpsc().unwrap();
     let handles: Vec<_> = (0..PRODUCERS)
         .map(|p| {
-            let mut producer = producer.clone();
+            let producer = producer.clone();
             thread::spawn(move || {
                 for i in 0..PER {
                     let mut claim = loop {
