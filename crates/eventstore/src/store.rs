@@ -1,15 +1,19 @@
 //! The application-facing API: `Store` -> `Domain` -> `AggregateType` -> `Stream`.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig, PipeError, Storage};
 use packed_ascii::{Packed64, Packed128};
+use ringbuffer_core::{
+    BroadcastConsumer, Error as RingError, LagPolicy, Producer, RingBuilder, SubscribeHandle,
+};
 
 use crate::error::{CorruptKind, NameKind, Result, StoreError};
 use crate::event::{Event, EventView, Expected, Receipt, RecordedEvent};
@@ -18,7 +22,7 @@ use crate::log::LogView;
 use crate::record::{self, Kind, StreamKey};
 use crate::state::{self, CheckpointError, Committed};
 use crate::writer::{
-    BATCH_BYTES, CHUNK, CommitSignal, Completer, Item, PackedEvent, Request, Visible, Writer,
+    BATCH_BYTES, CHUNK, CommitNotice, Completer, Item, PackedEvent, Request, Visible, Writer,
     WriterState,
 };
 
@@ -28,8 +32,13 @@ pub struct StoreOptions {
     /// Largest payload + metadata of one event, in bytes (default 1 MiB; at least 64 KiB,
     /// at most 16 MiB).
     pub max_event_size: usize,
-    /// Appends the intake holds before callers wait (default 4096).
+    /// Appends the intake ring holds before callers wait (default 4096; rounded up to a
+    /// power of two, at most 1M).
     pub intake_capacity: usize,
+    /// Durable batches the live-subscription ring holds (default 1024; rounded up to a power
+    /// of two, at most 1M). A subscriber further behind than this is moved to reading from
+    /// disk, never waited for, and rejoins the live ring once caught up.
+    pub live_capacity: usize,
     /// A checkpoint of the stream table is written every this many events (default 1M) and
     /// on close; opening replays only the log after the last checkpoint.
     pub checkpoint_every: u64,
@@ -55,6 +64,7 @@ impl Default for StoreOptions {
         StoreOptions {
             max_event_size: 1 << 20,
             intake_capacity: 4096,
+            live_capacity: 1024,
             checkpoint_every: 1_000_000,
             syncs_in_flight: 4,
             grow_step: 64 << 20,
@@ -100,11 +110,14 @@ pub struct RecoveryReport {
 struct Inner {
     dir: PathBuf,
     options: StoreOptions,
-    intake: Mutex<Option<SyncSender<Request>>>,
+    /// The MPSC intake ring: every appending thread claims a slot of this one shared
+    /// producer (claims are lock-free) and the writer thread consumes it.
+    intake: Producer<Option<Request>>,
+    /// Joins subscribers to the completer's broadcast ring of commit notices.
+    live: SubscribeHandle<CommitNotice>,
     log: LogView,
     index: File,
     visible: Arc<RwLock<Visible>>,
-    signal: Arc<CommitSignal>,
     failure: Arc<Mutex<Option<PipeError>>>,
     pipe: Arc<Pipe<Box<dyn Storage>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -257,10 +270,19 @@ impl Store {
         let visible = Arc::new(RwLock::new(Visible {
             state: committed.clone(),
         }));
-        let signal = Arc::new(CommitSignal {
-            next_position: Mutex::new(committed.next_position),
-            changed: std::sync::Condvar::new(),
-        });
+        let ring_option = |option, capacity: usize| StoreError::InvalidOption {
+            option,
+            value: capacity as u64,
+            expected: "between 1 and 1M",
+        };
+        let (live, _) = RingBuilder::new(options.live_capacity.next_power_of_two())
+            .lag_policy(LagPolicy::Evict)
+            .broadcast(0)
+            .map_err(|_| ring_option("live_capacity", options.live_capacity))?;
+        let (intake, intake_ring) = RingBuilder::new(options.intake_capacity.next_power_of_two())
+            .mpsc()
+            .map_err(|_| ring_option("intake_capacity", options.intake_capacity))?;
+        let live_handle = live.subscribe_handle();
         let checkpoint_dir = dir.to_path_buf();
         let checkpoint_index = index
             .try_clone()
@@ -268,7 +290,7 @@ impl Store {
         let completer = Completer {
             pipe: Arc::clone(&pipe),
             visible: Arc::clone(&visible),
-            signal: Arc::clone(&signal),
+            live,
             failure: Arc::clone(&failure),
             // A checkpoint is an optimisation: when it cannot be written the next open replays
             // more of the log, so a failure here is not an append failure.
@@ -277,11 +299,10 @@ impl Store {
             }),
             checkpoint_every: options.checkpoint_every,
         };
-        let (intake_tx, intake_rx) = mpsc::sync_channel(options.intake_capacity);
         let (done_tx, done_rx) = mpsc::channel();
         let writer_thread = std::thread::Builder::new()
             .name("eventstore-writer".into())
-            .spawn(move || writer.run(intake_rx, done_tx))
+            .spawn(move || writer.run(intake_ring, done_tx))
             .map_err(|e| StoreError::io(dir, e))?;
         let completer_thread = std::thread::Builder::new()
             .name("eventstore-completer".into())
@@ -291,11 +312,11 @@ impl Store {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 options,
-                intake: Mutex::new(Some(intake_tx)),
+                intake,
+                live: live_handle,
                 log,
                 index,
                 visible,
-                signal,
                 failure,
                 pipe,
                 threads: Mutex::new(vec![writer_thread, completer_thread]),
@@ -351,13 +372,28 @@ impl Store {
         &self,
         from_position: u64,
         limit: usize,
-        mut visit: impl FnMut(&EventView<'_>),
+        visit: impl FnMut(&EventView<'_>),
     ) -> Result<u64> {
         let (next_position, log_end) = self.committed_end();
         if from_position >= next_position || limit == 0 {
             return Ok(from_position);
         }
-        let mut offset = self.offset_of(from_position)?;
+        let offset = self.offset_of(from_position)?;
+        self.scan_log(offset, from_position, next_position, log_end, limit, visit)
+    }
+
+    /// Visits the events with positions in `[from_position, end_position)` (at most `limit`)
+    /// found in the log from `offset` (a record boundary at or before the first of them) up to
+    /// `log_end`, all of it durable and visible. Returns the position after the last visited.
+    fn scan_log(
+        &self,
+        mut offset: u64,
+        from_position: u64,
+        next_position: u64,
+        log_end: u64,
+        limit: usize,
+        mut visit: impl FnMut(&EventView<'_>),
+    ) -> Result<u64> {
         let map = self.inner.log.map_covering(log_end)?;
         // Stream names by id, looked up under the read lock only when the stream changes.
         let mut last_stream: Option<(u64, StreamKey)> = None;
@@ -402,13 +438,21 @@ impl Store {
     }
 
     /// Follows the global order from `from_position`: past events first, then new ones as
-    /// they become durable. A subscriber reads from the log at its own pace and never holds
-    /// writers back.
+    /// they become durable.
+    ///
+    /// A subscription catches up by reading the log, then joins the store's live broadcast
+    /// ring: the thread that makes each durable batch visible publishes one notice of where
+    /// its events are, and every live subscriber decodes them from the log (no index lookup,
+    /// no lock). A subscriber that falls a whole ring behind ([`StoreOptions::live_capacity`]
+    /// batches) is evicted rather than waited for, so it never holds writers back; it then
+    /// continues from disk and rejoins, without losing or repeating an event.
     pub fn subscribe(&self, from_position: u64) -> Subscription {
         Subscription {
             store: self.clone(),
             next_position: from_position,
-            buffer: Vec::new().into_iter(),
+            buffer: VecDeque::new(),
+            live: None,
+            rejoined: 0,
         }
     }
 
@@ -516,19 +560,15 @@ impl Store {
             return Err(StoreError::Pipe(failure));
         }
         let (reply, receiver) = mpsc::channel();
-        let intake = self
-            .inner
+        // The request is moved into the claimed slot and out again by the writer: no copy of
+        // the events, no lock.
+        self.inner
             .intake
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let intake = intake.ok_or(StoreError::Closed)?;
-        intake
-            .send(Request {
+            .push(Some(Request {
                 items,
                 reply,
                 bytes,
-            })
+            }))
             .map_err(|_| StoreError::Closed)?;
         Ok(PendingAppend { reply: receiver })
     }
@@ -558,21 +598,15 @@ impl Inner {
         // The threads guard is held across the joins, so a second, concurrent close waits for
         // the first instead of releasing the lock while the writer still drains.
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        // Closing the intake ends the writer after it drains; the completer follows.
-        drop(self.intake.lock().unwrap_or_else(|p| p.into_inner()).take());
+        // Closing the intake ends the writer after it drains; the completer follows, and
+        // dropping its broadcast producer tells live subscribers the store is closed.
+        self.intake.close();
         for thread in threads.drain(..) {
             let _ = thread.join();
         }
         let _ = self.pipe.close();
         drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()).take());
         drop(threads);
-        // Wake caught-up subscribers so they see the store closed.
-        let _next = self
-            .signal
-            .next_position
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        self.signal.changed.notify_all();
     }
 }
 
@@ -786,9 +820,17 @@ impl Stream {
 #[derive(Debug)]
 pub struct Subscription {
     store: Store,
+    /// Position of the next event to decode (events up to here are delivered or buffered).
     next_position: u64,
-    buffer: std::vec::IntoIter<RecordedEvent>,
+    buffer: VecDeque<RecordedEvent>,
+    /// The live ring, once caught up; `None` while reading from disk.
+    live: Option<BroadcastConsumer<CommitNotice>>,
+    /// Times this subscription was evicted from the live ring and caught up from disk.
+    rejoined: u64,
 }
+
+/// Events decoded per read while catching up from disk.
+const CATCH_UP_EVENTS: usize = 1024;
 
 impl Subscription {
     /// The next event, waiting for one if the subscriber is caught up.
@@ -802,56 +844,106 @@ impl Subscription {
 
     /// The next event if one is durable already.
     pub fn try_next(&mut self) -> Result<Option<RecordedEvent>> {
-        if let Some(event) = self.buffer.next() {
-            return Ok(Some(event));
-        }
-        let batch = self.store.read_all(self.next_position, 1024)?;
-        if let Some(last) = batch.last() {
-            self.next_position = last.position + 1;
-        }
-        self.buffer = batch.into_iter();
-        Ok(self.buffer.next())
+        self.next_timeout(Duration::ZERO)
     }
 
-    /// The next event, waiting at most `timeout` for one.
+    /// The next event, waiting at most `timeout` for one. [`StoreError::Closed`] once the
+    /// store is closed and every event was delivered.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now().checked_add(timeout);
         loop {
-            if let Some(event) = self.try_next()? {
+            if let Some(event) = self.buffer.pop_front() {
                 return Ok(Some(event));
             }
-            let signal = &self.store.inner.signal;
-            let mut next = signal
-                .next_position
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            while *next <= self.next_position {
-                if self
-                    .store
-                    .inner
-                    .intake
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_none()
-                {
-                    return Err(StoreError::Closed);
+            let Some(live) = self.live.as_mut() else {
+                if self.catch_up()? {
+                    continue;
                 }
-                let now = Instant::now();
-                if now >= deadline {
-                    return Ok(None);
+                // Caught up: join live, then look once more, since a batch that became
+                // visible before the join may have had its notice published before it too.
+                self.live = Some(self.store.inner.live.subscribe());
+                self.catch_up()?;
+                continue;
+            };
+            let remaining = deadline.map_or(Duration::from_secs(3600), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            let read: std::result::Result<Vec<CommitNotice>, RingError> = live
+                .read_timeout(remaining)
+                .map(|batch| batch.iter().copied().collect());
+            let notices = match read {
+                Ok(notices) => notices,
+                Err(RingError::Lagged { .. }) => {
+                    // Evicted: the ring moved on without us; continue from disk.
+                    self.live = None;
+                    self.rejoined += 1;
+                    continue;
                 }
-                next = signal
-                    .changed
-                    .wait_timeout(next, deadline - now)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                Err(RingError::Timeout | RingError::Empty) => return Ok(None),
+                Err(_) => return Err(StoreError::Closed),
+            };
+            for notice in notices {
+                self.take_notice(notice)?;
             }
         }
+    }
+
+    /// Reads up to [`CATCH_UP_EVENTS`] visible events from disk; false if there were none.
+    fn catch_up(&mut self) -> Result<bool> {
+        let events = self.store.read_all(self.next_position, CATCH_UP_EVENTS)?;
+        let Some(last) = events.last() else {
+            return Ok(false);
+        };
+        self.next_position = last.position + 1;
+        self.buffer.extend(events);
+        Ok(true)
+    }
+
+    /// Decodes a notice's events that this subscription has not seen yet.
+    fn take_notice(&mut self, notice: CommitNotice) -> Result<()> {
+        if notice.end_position <= self.next_position {
+            return Ok(()); // already read from disk
+        }
+        if notice.first_position > self.next_position {
+            // Cannot happen with the join order above; recover through the index anyway
+            // rather than skip an event.
+            while self.next_position < notice.first_position && self.catch_up()? {}
+        }
+        let mut events = Vec::new();
+        let next = self.store.scan_log(
+            notice.first_offset,
+            self.next_position,
+            notice.end_position,
+            notice.end_offset,
+            usize::MAX,
+            |event| events.push(event.to_recorded()),
+        )?;
+        if next != notice.end_position {
+            let what = "a commit notice's events are not all in its log range";
+            return Err(self
+                .store
+                .inner
+                .log
+                .corrupt(notice.first_offset, CorruptKind::OutOfOrder { what }));
+        }
+        self.next_position = next;
+        self.buffer.extend(events);
+        Ok(())
     }
 
     /// The position of the next event this subscription returns.
     pub fn position(&self) -> u64 {
         self.next_position - self.buffer.len() as u64
+    }
+
+    /// Whether it follows the live ring now (false while it reads from disk).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// How many times it fell a whole live ring behind and continued from disk.
+    pub fn times_evicted(&self) -> u64 {
+        self.rejoined
     }
 }
 
@@ -904,8 +996,13 @@ fn check_options(options: &StoreOptions) -> Result<()> {
             "between max_event_size + 4 KiB and 1 GiB",
         );
     }
-    if options.intake_capacity == 0 {
-        return invalid("intake_capacity", 0, "at least 1");
+    for (option, capacity) in [
+        ("intake_capacity", options.intake_capacity),
+        ("live_capacity", options.live_capacity),
+    ] {
+        if !(1..=1 << 20).contains(&capacity) {
+            return invalid(option, capacity as u64, "between 1 and 1M");
+        }
     }
     if options.checkpoint_every == 0 {
         return invalid("checkpoint_every", 0, "at least 1");

@@ -7,7 +7,7 @@
 //! for each batch's epoch in order, then makes it visible (committed table, subscribers) and
 //! answers the callers. A wrong expected version fails that append alone and writes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, Sender};
@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use buffer_pool::{Pool, PoolError};
 use epoch_pipe::{Epoch, Pipe, PipeError, PooledPayload, Storage};
 use packed_ascii::Packed128;
+use ringbuffer_core::{BroadcastProducer, Consumer, Error as RingError};
 
 use crate::error::{Result, StoreError};
 use crate::event::{Expected, Receipt};
@@ -70,11 +71,19 @@ pub struct Visible {
     pub state: Committed,
 }
 
-/// Wakes subscribers when the committed position moves.
-#[derive(Debug, Default)]
-pub struct CommitSignal {
-    pub next_position: Mutex<u64>,
-    pub changed: std::sync::Condvar,
+/// What the completer broadcasts to live subscribers once a batch is durable and visible:
+/// where its events are, so a subscriber decodes them straight from the log (the page cache
+/// holds them: they were just written) without an index lookup or a lock.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitNotice {
+    /// Global position of the batch's first event.
+    pub first_position: u64,
+    /// One past the position of its last event.
+    pub end_position: u64,
+    /// Log offset of the batch's first record.
+    pub first_offset: u64,
+    /// Log offset one past its last record.
+    pub end_offset: u64,
 }
 
 /// The writer's view of the log: committed state plus every batch in flight.
@@ -113,33 +122,41 @@ fn now_nanos() -> u64 {
 }
 
 impl Writer {
-    /// Runs until the intake closes; then hands the completer its end.
-    pub fn run(mut self, intake: Receiver<Request>, completer: Sender<CompletionMsg>) {
+    /// Runs until the intake ring is closed and drained; then hands the completer its end.
+    ///
+    /// Each read takes everything the appending threads published since the last one and
+    /// moves the requests out of their slots, so the ring's room is back for the producers
+    /// at once; the requests then go out in batches bounded in count and bytes.
+    pub fn run(mut self, mut intake: Consumer<Option<Request>>, completer: Sender<CompletionMsg>) {
+        let mut pending: VecDeque<Request> = VecDeque::new();
         let mut batch = Vec::new();
-        let mut carried: Option<Request> = None;
         loop {
-            let first = match carried.take() {
-                Some(request) => request,
-                None => match intake.recv() {
-                    Ok(request) => request,
-                    Err(_) => return,
-                },
-            };
-            // A batch is bounded in requests and in bytes (one request may cross the line).
-            let mut bytes = first.bytes;
-            batch.push(first);
-            while batch.len() < self.max_batch_requests && bytes < BATCH_BYTES {
-                match intake.try_recv() {
-                    Ok(request) if bytes + request.bytes > BATCH_BYTES => {
-                        carried = Some(request);
-                        break;
-                    }
-                    Ok(request) => {
-                        bytes += request.bytes;
-                        batch.push(request);
-                    }
-                    Err(_) => break,
+            let taken = if pending.is_empty() {
+                intake.read_mut()
+            } else {
+                intake.try_read_mut()
+            }
+            .map(|slots| slots.take_each(|request| pending.extend(request)));
+            match taken {
+                Ok(()) | Err(RingError::Empty) => {}
+                // Closed (and drained): the store is shutting down.
+                Err(_) => return,
+            }
+            // A batch is bounded in requests and in bytes (its first request may cross the
+            // byte line alone).
+            let mut bytes = 0;
+            while let Some(next) = pending.front() {
+                if !batch.is_empty()
+                    && (batch.len() >= self.max_batch_requests || bytes + next.bytes > BATCH_BYTES)
+                {
+                    break;
                 }
+                bytes += next.bytes;
+                batch.extend(pending.pop_front());
+            }
+            if batch.is_empty() {
+                // Only empty slots were read (a claim dropped unfilled): nothing to write.
+                continue;
             }
             match self.write_batch(std::mem::take(&mut batch)) {
                 Ok(Some(completion)) => {
@@ -154,8 +171,12 @@ impl Writer {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .get_or_insert(failure.clone());
-                    for request in carried.take().into_iter().chain(intake.iter()) {
+                    let refuse = |request: Request| {
                         let _ = request.reply.send(Err(StoreError::Pipe(failure.clone())));
+                    };
+                    pending.drain(..).for_each(refuse);
+                    while let Ok(slots) = intake.read_mut() {
+                        slots.take_each(|request| request.into_iter().for_each(refuse));
                     }
                     return;
                 }
@@ -402,7 +423,9 @@ pub struct CompletionMsg(Completion);
 pub struct Completer {
     pub pipe: Arc<Pipe<Box<dyn Storage>>>,
     pub visible: Arc<RwLock<Visible>>,
-    pub signal: Arc<CommitSignal>,
+    /// The broadcast ring of live subscribers (they are evicted, never waited for, when a
+    /// whole ring behind; see `Subscription`).
+    pub live: BroadcastProducer<CommitNotice>,
     pub failure: Arc<Mutex<Option<PipeError>>>,
     pub checkpoint: Box<dyn FnMut(&Committed) + Send>,
     pub checkpoint_every: u64,
@@ -424,9 +447,10 @@ impl Completer {
             };
             match outcome {
                 Ok(()) => {
-                    let events = {
+                    let notice = {
                         let mut visible = self.visible.write().unwrap_or_else(|p| p.into_inner());
                         let state = &mut visible.state;
+                        let (first_position, first_offset) = (state.next_position, state.log_end);
                         for key in &completion.new_streams {
                             state.table.create(*key);
                         }
@@ -435,24 +459,24 @@ impl Completer {
                             stream.last_version = Some(version);
                             stream.last_offset = offset;
                         }
-                        let events = completion.next_position - state.next_position;
                         state.next_position = completion.next_position;
                         state.log_end = completion.log_end;
-                        events
+                        CommitNotice {
+                            first_position,
+                            end_position: completion.next_position,
+                            first_offset,
+                            end_offset: completion.log_end,
+                        }
                     };
-                    {
-                        let mut next = self
-                            .signal
-                            .next_position
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        *next = completion.next_position;
-                        self.signal.changed.notify_all();
-                    }
+                    // Visible first, then live: a subscriber that joins in between finds the
+                    // batch on disk, and skips the notice by position. Under the evict policy
+                    // the push never waits for a subscriber that is between batches.
+                    // Only a closed ring refuses, and only this thread closes it (on exit).
+                    let _ = self.live.push(notice);
                     for (reply, receipt) in completion.replies {
                         let _ = reply.send(Ok(receipt));
                     }
-                    since_checkpoint += events;
+                    since_checkpoint += notice.end_position - notice.first_position;
                     if since_checkpoint >= self.checkpoint_every {
                         since_checkpoint = 0;
                         let visible = self.visible.read().unwrap_or_else(|p| p.into_inner());

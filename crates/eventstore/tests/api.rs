@@ -634,3 +634,121 @@ fn concurrent_closes_both_finish_and_release_the_lock() {
     let reopened = Store::open(dir.path()).unwrap();
     assert_eq!(reopened.len(), 100);
 }
+
+#[test]
+fn a_slow_subscriber_is_evicted_continues_from_disk_and_rejoins_without_loss_or_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        live_capacity: 4,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let stream = store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(7u128);
+    stream
+        .append(Expected::NoStream, &[event("e", b"0")])
+        .unwrap();
+    let mut subscription = store.subscribe(0);
+    assert_eq!(subscription.next_event().unwrap().position, 0);
+    // Caught up: the next wait joins the live ring.
+    assert_eq!(
+        subscription
+            .next_timeout(std::time::Duration::ZERO)
+            .unwrap(),
+        None
+    );
+    assert!(subscription.is_live());
+    // 40 durable batches (each append waits, so each is its own commit) while the subscriber
+    // does not read: the completer must evict it instead of waiting (or this test hangs).
+    for n in 1..=40u8 {
+        stream
+            .append(Expected::Exact(u64::from(n) - 1), &[event("e", &[n])])
+            .unwrap();
+    }
+    let positions: Vec<u64> = (0..40)
+        .map(|_| subscription.next_event().unwrap().position)
+        .collect();
+    assert_eq!(
+        positions,
+        (1..=40).collect::<Vec<_>>(),
+        "no loss, no repeat"
+    );
+    assert!(subscription.times_evicted() >= 1, "it fell a ring behind");
+    // Back on the live ring: a new append arrives through it.
+    assert_eq!(subscription.try_next().unwrap(), None);
+    assert!(subscription.is_live());
+    let evictions = subscription.times_evicted();
+    let reader = std::thread::spawn(move || {
+        let event = subscription.next_event().unwrap();
+        (event.position, event.payload, subscription.times_evicted())
+    });
+    stream
+        .append(Expected::Exact(40), &[event("e", b"live")])
+        .unwrap();
+    let (position, payload, evicted_after) = reader.join().unwrap();
+    assert_eq!((position, payload.as_slice()), (41, &b"live"[..]));
+    assert_eq!(evicted_after, evictions);
+}
+
+#[test]
+fn closing_the_store_wakes_a_live_subscriber_after_it_has_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let stream = store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(1u128);
+    let mut subscription = store.subscribe(0);
+    assert_eq!(subscription.try_next().unwrap(), None);
+    let reader = std::thread::spawn(move || {
+        let mut positions = Vec::new();
+        loop {
+            match subscription.next_event() {
+                Ok(event) => positions.push(event.position),
+                Err(StoreError::Closed) => return positions,
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+    });
+    for n in 0..20u8 {
+        stream.append(Expected::Any, &[event("e", &[n])]).unwrap();
+    }
+    store.close().unwrap();
+    assert_eq!(reader.join().unwrap(), (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn ring_capacities_out_of_range_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for options in [
+        StoreOptions {
+            intake_capacity: 0,
+            ..StoreOptions::default()
+        },
+        StoreOptions {
+            live_capacity: (1 << 20) + 1,
+            ..StoreOptions::default()
+        },
+    ] {
+        assert!(matches!(
+            Store::open_with(dir.path(), options),
+            Err(StoreError::InvalidOption { .. })
+        ));
+    }
+    // Not a power of two: rounded up, not refused.
+    let options = StoreOptions {
+        intake_capacity: 1000,
+        live_capacity: 3,
+        ..StoreOptions::default()
+    };
+    Store::open_with(dir.path(), options)
+        .unwrap()
+        .close()
+        .unwrap();
+}
