@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig};
-use eventstore_benches::scale;
+use eventstore_benches::{Crew, scale};
 
 const RECORD: usize = 256;
 /// Preallocated file size: large enough that no run grows the file (small for the smoke run,
@@ -44,24 +44,18 @@ fn slot_offset(slot: u64) -> u64 {
     (slot * RECORD as u64) % file_bytes()
 }
 
-/// Ours: `threads` writers, each doing `per_thread` write + wait_durable.
-fn ours(pipe: &Arc<Pipe<FileStorage>>, threads: usize, per_thread: u64) -> Duration {
-    let next_slot = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let (pipe, next_slot) = (Arc::clone(pipe), Arc::clone(&next_slot));
-            scope.spawn(move || {
-                for _ in 0..per_thread {
-                    let slot = next_slot.fetch_add(1, Ordering::Relaxed);
-                    let index = slot_offset(slot) / RECORD as u64;
-                    let epoch = pipe.write(vec![0xa5u8; RECORD], index).expect("write");
-                    pipe.wait_durable(epoch).expect("durable");
-                }
-            });
+/// Ours: a crew of `threads` writers, each doing `per_thread` write + wait_durable a round.
+fn ours(pipe: &Arc<Pipe<FileStorage>>, threads: usize, per_thread: u64) -> Crew {
+    let pipe = Arc::clone(pipe);
+    let next_slot = AtomicU64::new(0);
+    Crew::new(threads, move |_| {
+        for _ in 0..per_thread {
+            let slot = next_slot.fetch_add(1, Ordering::Relaxed);
+            let index = slot_offset(slot) / RECORD as u64;
+            let epoch = pipe.write(vec![0xa5u8; RECORD], index).expect("write");
+            pipe.wait_durable(epoch).expect("durable");
         }
-    });
-    start.elapsed()
+    })
 }
 
 fn open_pipe(name: &str) -> Arc<Pipe<FileStorage>> {
@@ -147,39 +141,32 @@ fn open_frozen(name: &str) -> Arc<frozen_core::fpipe::FrozenPipe<7>> {
     )
 }
 
-/// frozen-core: `threads` writers, each doing `per_thread` write + wait_for_durability.
-fn frozen(
-    pipe: &Arc<frozen_core::fpipe::FrozenPipe<7>>,
-    threads: usize,
-    per_thread: u64,
-    next: &AtomicU64,
-) -> Duration {
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                let record = [0xa5u8; RECORD];
-                for _ in 0..per_thread {
-                    let index = next.fetch_add(1, Ordering::Relaxed) as usize % frozen_slots();
-                    // SAFETY: frozen-core reads exactly chunk_size (RECORD) bytes from each slice,
-                    // and the slice is RECORD bytes long.
-                    let epoch = unsafe { pipe.write(&[&record[..]], index) }.expect("frozen write");
-                    pipe.wait_for_durability(epoch).expect("frozen durable");
-                }
-            });
+/// frozen-core: a crew of `threads` writers, each doing `per_thread` write +
+/// wait_for_durability a round.
+fn frozen(pipe: &Arc<frozen_core::fpipe::FrozenPipe<7>>, threads: usize, per_thread: u64) -> Crew {
+    let pipe = Arc::clone(pipe);
+    let next = AtomicU64::new(0);
+    Crew::new(threads, move |_| {
+        let record = [0xa5u8; RECORD];
+        for _ in 0..per_thread {
+            let index = next.fetch_add(1, Ordering::Relaxed) as usize % frozen_slots();
+            // SAFETY: frozen-core reads exactly chunk_size (RECORD) bytes from each slice,
+            // and the slice is RECORD bytes long.
+            let epoch = unsafe { pipe.write(&[&record[..]], index) }.expect("frozen write");
+            pipe.wait_for_durability(epoch).expect("frozen durable");
         }
-    });
-    start.elapsed()
+    })
 }
 
 fn writers(c: &mut Criterion) {
     for threads in [1usize, 8, 64] {
-        // Acks per iteration: enough that thread start-up is noise.
+        // Acks per round: enough that the start and the tail of a round (writers waking from
+        // the crew's barrier, the last small groups) are small next to the steady state.
         let per_thread = scale(
             match threads {
                 1 => 64,
-                8 => 32,
-                _ => 16,
+                8 => 256,
+                _ => 256,
             },
             2,
         ) as u64;
@@ -188,19 +175,18 @@ fn writers(c: &mut Criterion) {
         group.throughput(Throughput::Elements(acks));
         group.sample_size(10);
         let pipe = open_pipe(&format!("ours-w{threads}.dat"));
+        let crew = ours(&pipe, threads, per_thread);
         group.bench_function("ours", |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| ours(&pipe, threads, per_thread)).sum())
+            b.iter_custom(|iters| (0..iters).map(|_| crew.round()).sum())
         });
+        drop(crew);
         drop(pipe);
         let frozen_pipe = open_frozen(&format!("frozen-w{threads}.dat"));
-        let next = AtomicU64::new(0);
+        let crew = frozen(&frozen_pipe, threads, per_thread);
         group.bench_function("frozen-core", |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| frozen(&frozen_pipe, threads, per_thread, &next))
-                    .sum()
-            })
+            b.iter_custom(|iters| (0..iters).map(|_| crew.round()).sum())
         });
+        drop(crew);
         drop(frozen_pipe);
         let file = raw_file(&format!("raw-w{threads}.dat"));
         let mut next_slot = 0;

@@ -4,7 +4,7 @@
 #[cfg(not(epoch_pipe_loom))]
 pub(crate) use std::sync::{
     Arc, Condvar, Mutex, MutexGuard,
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 #[cfg(not(epoch_pipe_loom))]
 pub(crate) use std::thread;
@@ -12,7 +12,7 @@ pub(crate) use std::thread;
 #[cfg(epoch_pipe_loom)]
 pub(crate) use loom::sync::{
     Arc, Condvar, Mutex, MutexGuard,
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicU64, AtomicUsize, Ordering},
 };
 #[cfg(epoch_pipe_loom)]
 pub(crate) use loom::thread;

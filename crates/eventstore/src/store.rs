@@ -42,7 +42,7 @@ pub struct StoreOptions {
     /// A checkpoint of the stream table is written every this many events (default 1M) and
     /// on close; opening replays only the log after the last checkpoint.
     pub checkpoint_every: u64,
-    /// Syncs in flight in the durability pipe (default 4).
+    /// Syncs in flight in the durability pipe (default 1; see `epoch_pipe::PipeConfig`).
     pub syncs_in_flight: usize,
     /// The log file is grown (preallocated) in steps of this many bytes (default 64 MiB; a
     /// multiple of 4096, at least 64 KiB): `fdatasync` then rarely has to persist a size change.
@@ -66,7 +66,7 @@ impl Default for StoreOptions {
             intake_capacity: 4096,
             live_capacity: 1024,
             checkpoint_every: 1_000_000,
-            syncs_in_flight: 4,
+            syncs_in_flight: 1,
             grow_step: 64 << 20,
             staging_bytes: 64 << 20,
             max_append_bytes: 32 << 20,
