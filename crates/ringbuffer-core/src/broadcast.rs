@@ -108,6 +108,9 @@ fn leave<T>(core: &Core<T>, sub: &Arc<Sub>) {
 /// The producer of a broadcast ring. Subscribers join with [`subscribe`](Self::subscribe)
 /// (or [`BroadcastConsumer::subscribe`] from any thread) and see everything published after
 /// they joined. With no subscribers, published entries are simply dropped from view.
+// Aligned to two cache lines (the prefetcher pulls pairs) so the handle's private cursor
+// state never shares a line with data another thread writes (checked at compile time in lib.rs).
+#[repr(align(128))]
 pub struct BroadcastProducer<T> {
     pub(crate) inner: SpInner<T>,
 }
@@ -235,6 +238,9 @@ impl<T> fmt::Debug for SubscribeHandle<T> {
 
 /// A subscriber of a broadcast ring: reads every entry published after it joined, in order.
 /// Dropping it stops it gating the producer.
+// Aligned to two cache lines (the prefetcher pulls pairs) so the handle's private cursor
+// state never shares a line with data another thread writes (checked at compile time in lib.rs).
+#[repr(align(128))]
 pub struct BroadcastConsumer<T> {
     core: Arc<Core<T>>,
     sub: Arc<Sub>,

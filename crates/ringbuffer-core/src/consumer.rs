@@ -53,6 +53,9 @@ pub(crate) fn wait_read<T, R>(
 /// batch; dropping the batch releases its slots to the producers in one store. After the
 /// ring is closed, reads drain what was published and then return [`Error::Closed`].
 /// Dropping the consumer makes every producer's next claim fail with [`Error::Closed`].
+// Aligned to two cache lines (the prefetcher pulls pairs) so the handle's private cursor
+// state never shares a line with data another thread writes (checked at compile time in lib.rs).
+#[repr(align(128))]
 pub struct Consumer<T> {
     core: Arc<Core<T>>,
     pos: u64,

@@ -128,3 +128,14 @@ pub use producer::{Producer, SingleProducer};
 pub use ring::LagPolicy;
 pub use wait::WaitStrategy;
 pub use work::WorkConsumer;
+
+// Every handle owns whole cache-line pairs: its private cursor state must not share a line
+// with data another thread writes (the handles are `repr(align(128))`).
+const _: () = {
+    assert!(std::mem::align_of::<SingleProducer<u64>>() >= 128);
+    assert!(std::mem::align_of::<Producer<u64>>() >= 128);
+    assert!(std::mem::align_of::<Consumer<u64>>() >= 128);
+    assert!(std::mem::align_of::<BroadcastProducer<u64>>() >= 128);
+    assert!(std::mem::align_of::<BroadcastConsumer<u64>>() >= 128);
+    assert!(std::mem::align_of::<WorkConsumer<u64>>() >= 128);
+};

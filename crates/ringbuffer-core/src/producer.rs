@@ -198,6 +198,9 @@ pub(crate) use sp_claim_methods;
 /// The only producer of an SPSC or work-sharing ring. Claims need no atomic
 /// read-modify-write: the producer keeps its cursor privately and publishes with one
 /// release store per claim.
+// Aligned to two cache lines (the prefetcher pulls pairs) so the handle's private cursor
+// state never shares a line with data another thread writes (checked at compile time in lib.rs).
+#[repr(align(128))]
 pub struct SingleProducer<T> {
     pub(crate) inner: SpInner<T>,
 }
@@ -224,6 +227,9 @@ impl<T> fmt::Debug for SingleProducer<T> {
 /// Every method takes `&self`: a `Producer` is `Sync`, so one handle can be shared by many
 /// threads (behind an `Arc` or inside a shared struct) as well as cloned per thread. Each
 /// claim is independent; one thread may even hold several at once.
+// Aligned to two cache lines (the prefetcher pulls pairs) so the handle's private cursor
+// state never shares a line with data another thread writes (checked at compile time in lib.rs).
+#[repr(align(128))]
 pub struct Producer<T> {
     core: Arc<Core<T>>,
     /// Claims may end at or below this without reloading the consumer's position. A cache
