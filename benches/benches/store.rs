@@ -9,11 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eventstore::{Event, Expected, Store, StoreOptions};
-use eventstore_benches::scale;
+use eventstore_benches::{Crew, scale};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -276,30 +275,21 @@ impl Contender for Redb {
     }
 }
 
-/// `threads` writers, each appending `appends` batches of `batch` to its own stream.
-fn append_run(
-    contender: &Arc<dyn Contender>,
-    threads: usize,
-    appends: u64,
-    batch: usize,
-    round: &AtomicU64,
-) -> Duration {
-    // Fresh streams per run keep the expected versions simple.
-    let base = round.fetch_add(1, Ordering::Relaxed) as u128 * 1_000_000;
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        for thread in 0..threads as u128 {
-            let contender = Arc::clone(contender);
-            scope.spawn(move || {
-                let mut last = None;
-                for _ in 0..appends {
-                    contender.append(base + thread, last, batch);
-                    last = Some(last.map_or(batch as u64 - 1, |v| v + batch as u64));
-                }
-            });
+/// A crew of `threads` writers; each round, every writer appends `appends` batches of `batch`
+/// to a fresh stream of its own (fresh streams keep the expected versions simple). The crew's
+/// threads live across rounds, so a round measures appends, not thread start-up.
+fn append_crew(contender: &Arc<dyn Contender>, threads: usize, appends: u64, batch: usize) -> Crew {
+    let contender = Arc::clone(contender);
+    let rounds: Vec<AtomicU64> = (0..threads).map(|_| AtomicU64::new(0)).collect();
+    Crew::new(threads, move |worker| {
+        let round = rounds[worker].fetch_add(1, Ordering::Relaxed) as u128;
+        let stream = round * 1_000_000 + worker as u128;
+        let mut last = None;
+        for _ in 0..appends {
+            contender.append(stream, last, batch);
+            last = Some(last.map_or(batch as u64 - 1, |v| v + batch as u64));
         }
-    });
-    start.elapsed()
+    })
 }
 
 fn contenders(case: &str) -> Vec<(&'static str, Arc<dyn Contender>)> {
@@ -343,13 +333,9 @@ fn appends(c: &mut Criterion) {
         ));
         group.sample_size(10);
         for (name, contender) in contenders(&case) {
-            let round = AtomicU64::new(0);
+            let crew = append_crew(&contender, threads, appends_per_thread, batch);
             group.bench_function(name, |b| {
-                b.iter_custom(|iters| {
-                    (0..iters)
-                        .map(|_| append_run(&contender, threads, appends_per_thread, batch, &round))
-                        .sum()
-                })
+                b.iter_custom(|iters| (0..iters).map(|_| crew.round()).sum())
             });
         }
         group.finish();
