@@ -35,12 +35,18 @@ pub(crate) fn wait_read<T, R>(
     match wait {
         ReadWait::No => check().unwrap_or(Err(Error::Empty)),
         ReadWait::Until(deadline) => {
-            match wait_for(core.strategy, &core.data, Some(deadline), check) {
+            match wait_for(
+                core.strategy,
+                &core.data,
+                &core.space,
+                Some(deadline),
+                check,
+            ) {
                 Waited::Ready(r) => r,
                 Waited::TimedOut => Err(Error::Timeout),
             }
         }
-        ReadWait::Forever => match wait_for(core.strategy, &core.data, None, check) {
+        ReadWait::Forever => match wait_for(core.strategy, &core.data, &core.space, None, check) {
             Waited::Ready(r) => r,
             Waited::TimedOut => Err(Error::Timeout),
         },

@@ -98,12 +98,18 @@ impl<T> SpInner<T> {
         let outcome = match wait {
             Wait::No => ready().ok_or(Error::Full)?,
             Wait::Until(deadline) => {
-                match wait_for(core.strategy, &core.space, Some(deadline), ready) {
+                match wait_for(
+                    core.strategy,
+                    &core.space,
+                    &core.data,
+                    Some(deadline),
+                    ready,
+                ) {
                     Waited::Ready(r) => r,
                     Waited::TimedOut => Err(Error::Timeout),
                 }
             }
-            Wait::Forever => match wait_for(core.strategy, &core.space, None, ready) {
+            Wait::Forever => match wait_for(core.strategy, &core.space, &core.data, None, ready) {
                 Waited::Ready(r) => r,
                 Waited::TimedOut => Err(Error::Timeout),
             },
@@ -282,7 +288,7 @@ impl<T> Producer<T> {
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),
             };
-            match wait_for(core.strategy, &core.space, None, ready) {
+            match wait_for(core.strategy, &core.space, &core.data, None, ready) {
                 Waited::Ready(Ok(gate)) => self.raise_limit(gate + cap),
                 Waited::Ready(Err(e)) => return Err(e),
                 Waited::TimedOut => return Err(Error::Timeout),
@@ -313,7 +319,7 @@ impl<T> Producer<T> {
             Err(Error::Full) => None,
             other => Some(other),
         };
-        let start = match wait_for(core.strategy, &core.space, deadline, ready) {
+        let start = match wait_for(core.strategy, &core.space, &core.data, deadline, ready) {
             Waited::Ready(r) => r?,
             Waited::TimedOut => return Err(Error::Timeout),
         };
