@@ -132,6 +132,14 @@ fn ours_spsc<P: Payload>(n: u64, batch: usize) -> Duration {
         let mut i = 0;
         while i < n {
             let take = (batch as u64).min(n - i) as usize;
+            if take == 1 {
+                // The single-event API, as disruptor (`publish`) and rtrb (`push`) get.
+                producer
+                    .publish_with(|slot| *slot = P::make(key(0, i)))
+                    .expect("publish");
+                i += 1;
+                continue;
+            }
             let mut claim = producer.claim(take).expect("claim");
             let (a, b) = claim.as_mut_slices();
             for slot in a.iter_mut().chain(b.iter_mut()) {
