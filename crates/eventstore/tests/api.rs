@@ -8,6 +8,16 @@ fn event(kind: &str, payload: &[u8]) -> Event {
     Event::new(kind, payload.to_vec())
 }
 
+/// Instance `id` of the aggregate type `t` in domain `d`.
+fn stream_of(store: &Store, id: u128) -> eventstore::Stream {
+    store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(id)
+}
+
 #[test]
 fn versions_start_at_zero_and_positions_are_global_and_gap_free() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,12 +79,7 @@ fn versions_start_at_zero_and_positions_are_global_and_gap_free() {
 fn reads_forward_backward_and_with_limits() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let stream = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(7u128);
+    let stream = stream_of(&store, 7u128);
     let events: Vec<Event> = (0..10u8).map(|n| event("e", &[n])).collect();
     stream.append(Expected::NoStream, &events).unwrap();
     let payloads = |events: Vec<eventstore::RecordedEvent>| {
@@ -99,12 +104,7 @@ fn reads_forward_backward_and_with_limits() {
 fn every_expectation_kind_is_enforced_and_a_failure_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let stream = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(1u128);
+    let stream = stream_of(&store, 1u128);
     let wrong = |result: Result<eventstore::Receipt, StoreError>, actual: Option<u64>| match result
     {
         Err(StoreError::WrongExpectedVersion { actual: found, .. }) => assert_eq!(found, actual),
@@ -388,12 +388,7 @@ fn reopening_continues_versions_and_positions() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        let stream = store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(9u128);
+        let stream = stream_of(&store, 9u128);
         stream
             .append(Expected::NoStream, &[event("a", b"1"), event("b", b"2")])
             .unwrap();
@@ -405,12 +400,7 @@ fn reopening_continues_versions_and_positions() {
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.recovery().events, 2);
-    let stream = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(9u128);
+    let stream = stream_of(&store, 9u128);
     assert_eq!(stream.version(), Some(1));
     let receipt = stream
         .append(Expected::Exact(1), &[event("c", b"3")])
@@ -423,12 +413,7 @@ fn reopening_continues_versions_and_positions() {
 fn appends_without_waiting_and_subscriptions_see_only_durable_events_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let stream = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(1u128);
+    let stream = stream_of(&store, 1u128);
     stream
         .append(Expected::NoStream, &[event("e", b"0")])
         .unwrap();
@@ -470,12 +455,7 @@ fn many_threads_append_in_parallel() {
     let store = Store::open(dir.path()).unwrap();
     let threads: Vec<_> = (0..8u128)
         .map(|thread| {
-            let stream = store
-                .domain("d")
-                .unwrap()
-                .aggregate("t")
-                .unwrap()
-                .instance(thread);
+            let stream = stream_of(&store, thread);
             std::thread::spawn(move || {
                 for n in 0..50u64 {
                     let expected = if n == 0 {
@@ -498,12 +478,7 @@ fn many_threads_append_in_parallel() {
         (0..400).collect::<Vec<_>>()
     );
     for thread in 0..8u128 {
-        let stream = store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(thread);
+        let stream = stream_of(&store, thread);
         let versions: Vec<u64> = stream
             .read_from(0)
             .unwrap()
@@ -605,12 +580,7 @@ fn large_appends_and_batches_go_through_and_oversized_ones_are_refused() {
 fn concurrent_closes_both_finish_and_release_the_lock() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let stream = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(1u128);
+    let stream = stream_of(&store, 1u128);
     let pending: Vec<_> = (0..100u8)
         .map(|n| {
             stream
@@ -643,12 +613,7 @@ fn a_slow_subscriber_is_evicted_continues_from_disk_and_rejoins_without_loss_or_
         ..StoreOptions::default()
     };
     let store = Store::open_with(dir.path(), options).unwrap();
-    let stream = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(7u128);
+    let stream = stream_of(&store, 7u128);
     stream
         .append(Expected::NoStream, &[event("e", b"0")])
         .unwrap();
@@ -698,12 +663,7 @@ fn a_slow_subscriber_is_evicted_continues_from_disk_and_rejoins_without_loss_or_
 fn closing_the_store_wakes_a_live_subscriber_after_it_has_everything() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let stream = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(1u128);
+    let stream = stream_of(&store, 1u128);
     let mut subscription = store.subscribe(0);
     assert_eq!(subscription.try_next().unwrap(), None);
     let reader = std::thread::spawn(move || {
