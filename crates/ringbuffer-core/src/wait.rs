@@ -279,6 +279,7 @@ pub(crate) fn wait_for<R>(
     mut ready: impl FnMut() -> Option<R>,
 ) -> Waited<R> {
     let mut backoff = Backoff::new();
+    let mut peer_spin_since: Option<Instant> = None;
     loop {
         if let Some(r) = ready() {
             return Waited::Ready(r);
@@ -288,10 +289,14 @@ pub(crate) fn wait_for<R>(
         {
             return Waited::TimedOut;
         }
-        if backoff.yielding(strategy) && peer.woke_recently() {
+        if backoff.yielding(strategy)
+            && peer.woke_recently()
+            && peer_spin_since.get_or_insert_with(Instant::now).elapsed() < PEER_WAKE_WINDOW
+        {
             // We just woke the thread we now wait for: it is on its way back. Keep the core
             // (yielding would hand it to whoever else is runnable here, maybe for a whole
-            // time slice) for the short while a wake-up takes.
+            // time slice) for the short while a wake-up takes; at most that long per wait,
+            // however often the peer is woken meanwhile.
             spin_loop();
             continue;
         }
