@@ -118,6 +118,29 @@ impl<T> SpInner<T> {
         Ok(())
     }
 
+    /// Claims, fills and publishes one slot without building a [`Claim`]: the single-event
+    /// path, which a batch-1 producer runs per event. A panicking `fill` publishes nothing
+    /// (the cursor has not moved) and the next claim reuses the slot.
+    #[inline]
+    pub(crate) fn publish_one(&mut self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
+        if self.closed || self.core.consumers_gone.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let seq = self.next;
+        let end = seq + 1;
+        if end > self.limit {
+            self.wait_for_space(end, Wait::Forever)?;
+        }
+        let ptr = self.core.slot_mut_ptr(seq);
+        // SAFETY: `seq` is below the limit the consumers allow and not yet published, so the
+        // slot belongs to this (single) producer alone until the cursor store below.
+        fill(unsafe { &mut *ptr });
+        self.core.cursor.store(end, Ordering::Release);
+        self.next = end;
+        self.core.data.notify();
+        Ok(seq)
+    }
+
     pub(crate) fn close(&mut self) {
         if !self.closed {
             self.closed = true;
@@ -164,13 +187,7 @@ macro_rules! sp_claim_methods {
         /// Claims one slot, lets `fill` write it, publishes it; returns its sequence.
         #[inline]
         pub fn publish_with(&mut self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
-            let mut claim = self.claim(1)?;
-            let seq = claim.first_sequence();
-            if let Some(slot) = claim.get_mut(0) {
-                fill(slot);
-            }
-            claim.publish();
-            Ok(seq)
+            self.inner.publish_one(fill)
         }
 
         /// Publishes one value (moved into its slot); returns its sequence.
