@@ -66,6 +66,20 @@ pub struct PipeConfig {
     /// parallel: on the ext4 virtual disk this was tuned on, 4 in flight made groups smaller
     /// and cost 10-25% of acks/s at 1, 8 and 64 writers, so the default is 1.
     pub syncs_in_flight: usize,
+    /// Bytes of zeros kept written ahead of the highest write (default 2 MiB; 0 turns it off;
+    /// at most 1 GiB). A sync of data written into preallocated (`fallocate`d) space must
+    /// also commit the conversion of those blocks from "unwritten" in the file system's
+    /// journal; a sync of data overwriting blocks already written is a plain data flush. On
+    /// the ext4 disk this was measured on, that made a sync of a 64-record group 2.2x faster
+    /// (131 us against 292 us). The flusher writes the zeros itself, in runs of at least half
+    /// this size, right after a group's data (so they never overlap data: they only go past
+    /// the highest byte written, and never below the file's length when the pipe started),
+    /// and the group's sync makes them durable. Failing to write zeros only stops the zeroing.
+    pub zero_ahead: u64,
+    /// Where zeros may begin: the bytes at and past it hold nothing the owner needs (an event
+    /// log's committed end, say). Default `None`: the storage's length when the pipe starts,
+    /// so nothing already in the file is ever zeroed.
+    pub zero_from: Option<u64>,
 }
 
 impl Default for PipeConfig {
@@ -76,6 +90,8 @@ impl Default for PipeConfig {
             max_staged_bytes: 256 << 20,
             grow_step: 64 << 20,
             syncs_in_flight: 1,
+            zero_ahead: 2 << 20,
+            zero_from: None,
         }
     }
 }
@@ -124,6 +140,9 @@ impl PipeConfig {
         if self.grow_step == 0 {
             return error("grow_step", 0, "at least 1");
         }
+        if self.zero_ahead > MAX_ZERO_AHEAD {
+            return error("zero_ahead", self.zero_ahead, "at most 1 GiB");
+        }
         if self.syncs_in_flight == 0 || self.syncs_in_flight > 64 {
             return error(
                 "syncs_in_flight",
@@ -133,6 +152,33 @@ impl PipeConfig {
         }
         Ok(())
     }
+}
+
+/// The largest [`PipeConfig::zero_ahead`].
+const MAX_ZERO_AHEAD: u64 = 1 << 30;
+
+/// Zeros are written in whole, aligned pages (so `O_DIRECT` files take them too) from this one
+/// page, repeated in the iovecs.
+const ZERO_PAGE_SIZE: usize = 4096;
+#[repr(C, align(4096))]
+struct ZeroPage([u8; ZERO_PAGE_SIZE]);
+static ZERO_PAGE: ZeroPage = ZeroPage([0; ZERO_PAGE_SIZE]);
+const _: () = assert!(std::mem::align_of::<ZeroPage>() == ZERO_PAGE_SIZE);
+
+/// Most iovecs per `pwritev`: the kernel takes at most IOV_MAX (1024).
+const MAX_IOVECS: usize = 512;
+
+/// The flusher's view of the file's space, in bytes.
+struct Space {
+    /// Reserved with `allocate`.
+    allocated: u64,
+    /// The end of the highest write so far, or where zeros may begin (the file's length when
+    /// the pipe started, or `zero_from`): zeros only ever go past it.
+    written_end: u64,
+    /// Zeros are written up to here.
+    zeroed_end: u64,
+    /// Off when configured off, when the file's length was unknown, or after zeros failed.
+    zeroing: bool,
 }
 
 struct Staged {
@@ -597,7 +643,15 @@ impl<S: Storage> Shared<S> {
     }
 
     fn run_flusher(&self) {
-        let mut allocated = self.storage.len().unwrap_or(0);
+        let length = self.storage.len();
+        // Without a floor, zeros could land on data written before this pipe started.
+        let zero_floor = self.config.zero_from.or(length.as_ref().ok().copied());
+        let mut space = Space {
+            allocated: length.unwrap_or(0),
+            written_end: zero_floor.unwrap_or(0),
+            zeroed_end: zero_floor.unwrap_or(0),
+            zeroing: zero_floor.is_some() && self.config.zero_ahead > 0,
+        };
         let mut batch: Vec<Staged> = Vec::new();
         loop {
             let batch_bytes;
@@ -642,7 +696,10 @@ impl<S: Storage> Shared<S> {
             let Some(epoch) = batch.last().map(|w| w.epoch) else {
                 continue;
             };
-            let outcome = self.write_batch(&batch, &mut allocated);
+            let outcome = self.write_batch(&batch, &mut space);
+            if outcome.is_ok() {
+                self.zero_ahead(&mut space);
+            }
             self.groups.fetch_add(1, Ordering::Relaxed);
             batch.clear(); // drops the payloads: pooled chunks go back now
             if let Err(failure) = outcome {
@@ -657,8 +714,7 @@ impl<S: Storage> Shared<S> {
     }
 
     /// Writes `batch` in staging order, coalescing runs of adjacent writes into one `pwritev`.
-    fn write_batch(&self, batch: &[Staged], allocated: &mut u64) -> Result<(), PipeError> {
-        const MAX_IOVECS: usize = 512;
+    fn write_batch(&self, batch: &[Staged], space: &mut Space) -> Result<(), PipeError> {
         let mut index = 0;
         let mut slices: Vec<IoSlice<'_>> = Vec::new();
         while index < batch.len() {
@@ -670,38 +726,92 @@ impl<S: Storage> Shared<S> {
                 end += batch[index].payload.len() as u64;
                 index += 1;
             }
-            let len = end - start;
-            if end > *allocated {
-                let grown = end
-                    .div_ceil(self.config.grow_step)
-                    .checked_mul(self.config.grow_step)
-                    .unwrap_or(end);
-                self.storage.allocate(grown).map_err(|e| {
-                    PipeError::from_io(Operation::Allocate, *allocated, grown - *allocated, &e)
-                })?;
-                *allocated = grown;
-            }
-            // One payload may bring many slices (a pooled payload has one per chunk): the
-            // kernel takes at most IOV_MAX (1024) per call, so write in pieces.
-            let mut at = start;
-            for piece in slices.chunks(MAX_IOVECS) {
-                let piece_len: u64 = piece.iter().map(|slice| slice.len() as u64).sum();
-                let written = self
-                    .storage
-                    .write_vectored_at(at, piece)
-                    .map_err(|e| PipeError::from_io(Operation::Write, at, piece_len, &e))?;
-                if written as u64 != piece_len {
-                    return Err(PipeError::ShortWrite {
-                        offset: at,
-                        expected: piece_len,
-                        written: written as u64,
-                    });
-                }
-                at += piece_len;
-            }
-            debug_assert_eq!(at, start + len);
+            self.allocate(end, space)?;
+            // Zeros already written there are overwritten here, in this order: the flusher
+            // writes both.
+            space.written_end = space.written_end.max(end);
+            self.write_slices(start, &slices)?;
         }
         Ok(())
+    }
+
+    /// Grows the reserved space to cover `end`, in `grow_step`s.
+    fn allocate(&self, end: u64, space: &mut Space) -> Result<(), PipeError> {
+        if end <= space.allocated {
+            return Ok(());
+        }
+        let grown = end
+            .div_ceil(self.config.grow_step)
+            .checked_mul(self.config.grow_step)
+            .unwrap_or(end);
+        self.storage.allocate(grown).map_err(|e| {
+            PipeError::from_io(
+                Operation::Allocate,
+                space.allocated,
+                grown - space.allocated,
+                &e,
+            )
+        })?;
+        space.allocated = grown;
+        Ok(())
+    }
+
+    /// Writes `slices` at `start`. One payload may bring many slices (a pooled payload has
+    /// one per chunk): the kernel takes at most IOV_MAX per call, so write in pieces.
+    fn write_slices(&self, start: u64, slices: &[IoSlice<'_>]) -> Result<(), PipeError> {
+        let mut at = start;
+        for piece in slices.chunks(MAX_IOVECS) {
+            let piece_len: u64 = piece.iter().map(|slice| slice.len() as u64).sum();
+            let written = self
+                .storage
+                .write_vectored_at(at, piece)
+                .map_err(|e| PipeError::from_io(Operation::Write, at, piece_len, &e))?;
+            if written as u64 != piece_len {
+                return Err(PipeError::ShortWrite {
+                    offset: at,
+                    expected: piece_len,
+                    written: written as u64,
+                });
+            }
+            at += piece_len;
+        }
+        Ok(())
+    }
+
+    /// Keeps zeros written ahead of the highest write (see [`PipeConfig::zero_ahead`]): once
+    /// less than half of `zero_ahead` is left, writes zeros up to `zero_ahead` past it. Runs
+    /// on the flusher after a group's data and before its sync, so the zeros only ever land
+    /// past every byte written so far and the sync makes them durable with the group.
+    fn zero_ahead(&self, space: &mut Space) {
+        let ahead = self.config.zero_ahead;
+        if !space.zeroing {
+            return;
+        }
+        let page = ZERO_PAGE_SIZE as u64;
+        let from = space
+            .zeroed_end
+            .max(space.written_end.next_multiple_of(page));
+        // `written_end <= i64::MAX` (writes are checked) and `ahead <= 1 GiB`: no overflow.
+        if from >= space.written_end + ahead / 2 {
+            return;
+        }
+        let to = (space.written_end + ahead).next_multiple_of(page);
+        if to > i64::MAX as u64 {
+            space.zeroing = false;
+            return;
+        }
+        debug_assert!(from >= space.written_end && from < to && from.is_multiple_of(page));
+        let pages = ((to - from) / page) as usize;
+        let slices = vec![IoSlice::new(&ZERO_PAGE.0); pages];
+        // Zeros only speed later syncs up: a failure to place them stops the zeroing, not the
+        // pipe (a write error that matters shows again in the next sync, which fails it).
+        match self
+            .allocate(to, space)
+            .and_then(|()| self.write_slices(from, &slices))
+        {
+            Ok(()) => space.zeroed_end = to,
+            Err(_) => space.zeroing = false,
+        }
     }
 
     /// Gets `epoch` synced. With `syncs_in_flight == 1` the flusher syncs itself (classic

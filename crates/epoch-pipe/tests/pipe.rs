@@ -113,6 +113,10 @@ fn bad_input_is_a_typed_error() {
             grow_step: 0,
             ..config()
         },
+        PipeConfig {
+            zero_ahead: (1 << 30) + 1,
+            ..config()
+        },
     ] {
         assert!(Pipe::new(SimDisk::new(), bad).is_err());
     }
@@ -130,6 +134,90 @@ fn close_writes_what_was_staged_and_refuses_more() {
         assert_eq!(read(&disk, index as usize * 512, 32), vec![index as u8; 32]);
     }
     assert_eq!(pipe.write(vec![1], 0), Err(PipeError::Closed));
+}
+
+#[test]
+fn zeros_are_kept_ahead_of_the_highest_write_and_never_cover_data() {
+    let disk = SimDisk::new();
+    let config = PipeConfig {
+        zero_ahead: 8 * 4096,
+        ..config()
+    };
+    let pipe = Pipe::new(disk.clone(), config).unwrap();
+    // A write, then the zeros past it: up to zero_ahead past its end, in whole pages.
+    pipe.wait_durable(pipe.write(vec![1u8; 100], 0).unwrap())
+        .unwrap();
+    let image = disk.durable_contents();
+    assert_eq!(image.len(), 9 * 4096);
+    assert_eq!(&image[..100], &[1u8; 100][..]);
+    assert!(image[100..].iter().all(|&byte| byte == 0));
+    // Writes into the zeroed space land over the zeros; no new zeros until less than half of
+    // zero_ahead is left past the highest write.
+    let (writes_before, _) = disk.counts();
+    pipe.wait_durable(pipe.write(vec![2u8; 512], 20).unwrap())
+        .unwrap();
+    assert_eq!(disk.counts().0, writes_before + 1, "no zeros were due yet");
+    assert_eq!(read(&disk, 20 * 512, 512), vec![2u8; 512]);
+    // Past half: zeros again, from the next page after the highest write.
+    pipe.wait_durable(pipe.write(vec![3u8; 512], 40).unwrap())
+        .unwrap();
+    let image = disk.durable_contents();
+    assert_eq!(
+        image.len(),
+        (41 * 512 + 8 * 4096usize).next_multiple_of(4096)
+    );
+    assert_eq!(&image[..100], &[1u8; 100][..]);
+    assert_eq!(&image[20 * 512..21 * 512], &[2u8; 512][..]);
+    assert_eq!(&image[40 * 512..41 * 512], &[3u8; 512][..]);
+    let data = [0..100, 20 * 512..21 * 512, 40 * 512..41 * 512];
+    for (at, &byte) in image.iter().enumerate() {
+        assert!(
+            byte == 0 || data.iter().any(|range| range.contains(&at)),
+            "byte {at}"
+        );
+    }
+}
+
+#[test]
+fn zeros_never_go_below_the_length_the_pipe_found() {
+    // Bytes written before this pipe started (perhaps past what it will write) stay.
+    let disk = SimDisk::from_image(vec![9u8; 3 * 4096]);
+    let config = PipeConfig {
+        zero_ahead: 4 * 4096,
+        ..config()
+    };
+    let pipe = Pipe::new(disk.clone(), config).unwrap();
+    pipe.wait_durable(pipe.write(vec![1u8; 512], 0).unwrap())
+        .unwrap();
+    let image = disk.durable_contents();
+    assert_eq!(&image[..512], &[1u8; 512][..]);
+    assert!(image[512..3 * 4096].iter().all(|&byte| byte == 9));
+    assert_eq!(image.len(), 7 * 4096);
+    assert!(image[3 * 4096..].iter().all(|&byte| byte == 0));
+    // With `zero_from` the owner says where its data ends: zeros start at the next page.
+    let disk = SimDisk::from_image(vec![9u8; 3 * 4096]);
+    let from_owner = PipeConfig {
+        zero_from: Some(700),
+        ..config
+    };
+    let pipe = Pipe::new(disk.clone(), from_owner).unwrap();
+    pipe.wait_durable(pipe.write(vec![1u8; 512], 0).unwrap())
+        .unwrap();
+    let image = disk.durable_contents();
+    assert_eq!(&image[..512], &[1u8; 512][..]);
+    assert!(image[512..4096].iter().all(|&byte| byte == 9));
+    assert_eq!(image.len(), (700 + 4 * 4096usize).next_multiple_of(4096));
+    assert!(image[4096..].iter().all(|&byte| byte == 0));
+    // Turned off, nothing is written past the data.
+    let disk = SimDisk::new();
+    let off = PipeConfig {
+        zero_ahead: 0,
+        ..config
+    };
+    let pipe = Pipe::new(disk.clone(), off).unwrap();
+    pipe.wait_durable(pipe.write(vec![1u8; 512], 0).unwrap())
+        .unwrap();
+    assert_eq!(disk.counts().0, 1);
 }
 
 fn assert_fail_stop(fault: Fault, expect: impl Fn(&PipeError) -> bool) {

@@ -62,6 +62,9 @@ fn run_once(seed: u64) {
         chunk_size: CHUNK,
         grow_step: 8 * CHUNK,
         syncs_in_flight: 1 + rng.below(4) as usize,
+        // Off, or a few pages: zeros written ahead must never land on a write, acknowledged
+        // or not, whatever the crash keeps of them.
+        zero_ahead: rng.below(3) * 8192,
         ..PipeConfig::default()
     };
     let pipe = Arc::new(Pipe::new(disk.clone(), config).expect("valid config"));

@@ -238,7 +238,13 @@ impl Store {
             Some(hook) => (hook.0)(file),
             None => Box::new(file),
         };
-        let pipe_config = pipe_config(&options);
+        let pipe_config = PipeConfig {
+            // Past the committed end the log holds only zeros (recovery zeroed any uncommitted
+            // bytes): the pipe may write zeros ahead from there, so new appends land on
+            // written blocks and their syncs are plain data flushes.
+            zero_from: Some(committed.log_end),
+            ..pipe_config(&options)
+        };
         let pipe =
             Arc::new(
                 Pipe::new(storage, pipe_config).map_err(|e| StoreError::InvalidOption {
@@ -972,6 +978,7 @@ fn pipe_config(options: &StoreOptions) -> PipeConfig {
         max_staged_bytes: 64 << 20,
         grow_step: options.grow_step,
         syncs_in_flight: options.syncs_in_flight,
+        ..PipeConfig::default()
     }
 }
 

@@ -191,7 +191,10 @@ impl Storage for SimDisk {
     fn write_vectored_at(&self, offset: u64, buffers: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let mut state = lock(&self.state);
         state.writes += 1;
-        let mut data: Vec<u8> = buffers.iter().flat_map(|b| b.iter().copied()).collect();
+        let mut data = Vec::with_capacity(buffers.iter().map(|b| b.len()).sum());
+        for buffer in buffers {
+            data.extend_from_slice(buffer);
+        }
         match SimDisk::due_fault(&mut state, false) {
             Some(Fault::WriteError) => return Err(io::Error::from_raw_os_error(libc::EIO)),
             Some(Fault::NoSpace) => return Err(io::Error::from_raw_os_error(libc::ENOSPC)),
