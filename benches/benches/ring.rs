@@ -141,11 +141,10 @@ fn ours_spsc<P: Payload>(n: u64, batch: usize) -> Duration {
                 continue;
             }
             let mut claim = producer.claim(take).expect("claim");
-            let (a, b) = claim.as_mut_slices();
-            for slot in a.iter_mut().chain(b.iter_mut()) {
+            claim.for_each_mut(|slot| {
                 *slot = P::make(key(0, i));
                 i += 1;
-            }
+            });
             claim.publish();
         }
     });
@@ -172,11 +171,10 @@ fn ours_mpsc(producers: usize, n: u64, batch: usize) -> Duration {
                 while i < per {
                     let take = (batch as u64).min(per - i) as usize;
                     let mut claim = producer.claim(take).expect("claim");
-                    let (a, b) = claim.as_mut_slices();
-                    for slot in a.iter_mut().chain(b.iter_mut()) {
+                    claim.for_each_mut(|slot| {
                         *slot = key(p, i);
                         i += 1;
-                    }
+                    });
                     claim.publish();
                 }
             })
@@ -216,11 +214,10 @@ fn ours_bcast(n: u64, batch: usize, cap: usize) -> Duration {
     while i < n {
         let take = (batch as u64).min(n - i) as usize;
         let mut claim = producer.claim(take).expect("claim");
-        let (a, b) = claim.as_mut_slices();
-        for slot in a.iter_mut().chain(b.iter_mut()) {
+        claim.for_each_mut(|slot| {
             *slot = i;
             i += 1;
-        }
+        });
         claim.publish();
     }
     producer.close();
