@@ -11,6 +11,10 @@
 //! writes zeros ahead of its writes (`PipeConfig::zero_ahead`), which makes its syncs plain
 //! data flushes, so a second peer, `raw-ceiling-zeroed`, runs the same loop on a file written
 //! with zeros beforehand: the pipe's ratio to it is its own overhead.
+//!
+//! `w64_async`: the same 64 writers as tasks on one thread (futures' `LocalPool`), each
+//! awaiting `Pipe::durable`: 64 blocked threads on 2 cores cost a context switch per ack (a
+//! few microseconds each in this VM, about the length of a sync per group); tasks do not.
 
 use std::fs::{File, OpenOptions};
 use std::io::IoSlice;
@@ -216,6 +220,54 @@ fn writers(c: &mut Criterion) {
     }
 }
 
+/// 64 writer tasks on one executor thread: one round of `per_task` write + await each.
+fn ours_async(pipe: &Arc<Pipe<FileStorage>>, tasks: u64, per_task: u64) -> Duration {
+    use futures::task::LocalSpawnExt;
+    let mut pool = futures::executor::LocalPool::new();
+    let next_slot = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    for _ in 0..tasks {
+        let (pipe, next_slot) = (Arc::clone(pipe), std::rc::Rc::clone(&next_slot));
+        pool.spawner()
+            .spawn_local(async move {
+                for _ in 0..per_task {
+                    let slot = next_slot.get();
+                    next_slot.set(slot + 1);
+                    let index = slot_offset(slot) / RECORD as u64;
+                    let epoch = pipe.write(vec![0xa5u8; RECORD], index).expect("write");
+                    pipe.durable(epoch).await.expect("durable");
+                }
+            })
+            .expect("spawn");
+    }
+    let start = Instant::now();
+    pool.run();
+    start.elapsed()
+}
+
+fn async_writers(c: &mut Criterion) {
+    let (tasks, per_task) = (64u64, scale(256, 2) as u64);
+    let mut group = c.benchmark_group("pipe/w64_async");
+    group.throughput(Throughput::Elements(tasks * per_task));
+    group.sample_size(10);
+    let pipe = open_pipe("ours-w64-async.dat");
+    group.bench_function("ours", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| ours_async(&pipe, tasks, per_task)).sum())
+    });
+    drop(pipe);
+    for (peer, zeroed) in [("raw-ceiling", false), ("raw-ceiling-zeroed", true)] {
+        let file = raw_file(&format!("{peer}-w64-async.dat"), zeroed);
+        let mut next_slot = 0;
+        group.bench_function(peer, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| raw_ceiling(&file, tasks as usize, per_task, &mut next_slot))
+                    .sum()
+            })
+        });
+    }
+    group.finish();
+}
+
 fn latency(c: &mut Criterion) {
     let mut group = c.benchmark_group("pipe/w1_p50_latency");
     group.sample_size(scale(50, 10));
@@ -242,5 +294,5 @@ fn clean_up(_: &mut Criterion) {
     let _ = std::fs::remove_dir_all(Path::new(env!("CARGO_TARGET_TMPDIR")).join("pipe-bench"));
 }
 
-criterion_group!(pipe, writers, latency, clean_up);
+criterion_group!(pipe, writers, async_writers, latency, clean_up);
 criterion_main!(pipe);
