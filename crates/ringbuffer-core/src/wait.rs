@@ -86,6 +86,21 @@ const LONG_YIELD: Duration = Duration::from_micros(200);
 /// 30 us: median ~262, worst 134; 100 us: as good next to the hog but 2P1C/4P1C batch 64 lost
 /// 25-30% (a spinning waiter keeps the core from a runnable producer).
 const PEER_WAKE_WINDOW: Duration = Duration::from_micros(30);
+/// After a waiter's yield took [`LONG_YIELD`] while the thread it serves was parked waiting
+/// for it (a busy thread holds this core, and the peer starves), the waiters of that
+/// direction go from spinning straight to parking for this long, each such yield renewing
+/// it: every wait used to pay one long yield, a whole time slice, before parking (a ring's
+/// worth of data per slice next to a CPU hog), while a parked waiter is woken, and preempts
+/// the hog, as soon as it is notified. Long yields that hand the core to a peer that works
+/// meanwhile (more producers than cores) do not count: a peer parked for less than half of
+/// [`LONG_YIELD`] was waiting its turn, not starving. Measured in one process next to a fresh
+/// hog per run, alternating with the build before (2 x 11 runs of 1M events, batch 64): it
+/// collapsed to 2-119 M/s (against ~335 alone) in 4 of 22 runs before, in none of 33 after;
+/// 2P1C batch 1 and 64 and 4P1C batch 64 unchanged within the noise, 4P1C batch 1 5-10%
+/// lower when the host ran fast (17 against 18.5 M/s), unchanged when slow. Counting every
+/// long yield instead (or any parked peer) cost 4P1C batch 1 20-30%; a threshold of a whole
+/// `LONG_YIELD` let 3 of 11 hog runs dip to 120-211 M/s.
+const YIELDS_HURT_FOR: Duration = Duration::from_millis(20);
 // Under loom every pause is a model-checker yield: keep the ladder short so the park path
 // is reached (and explored) quickly.
 #[cfg(ringbuffer_loom)]
@@ -99,11 +114,16 @@ const YIELD_ROUNDS: u32 = 1;
 #[derive(Debug)]
 pub(crate) struct Backoff {
     step: u32,
+    /// The last yield kept this waiter off the CPU for [`LONG_YIELD`] or more.
+    long_yield: bool,
 }
 
 impl Backoff {
     pub(crate) fn new() -> Self {
-        Self { step: 0 }
+        Self {
+            step: 0,
+            long_yield: false,
+        }
     }
 
     /// Whether the next [`snooze`](Self::snooze) would yield (or park) rather than spin.
@@ -143,7 +163,8 @@ impl Backoff {
                 // for): more yields would each cost a whole time slice, while a parked
                 // thread is woken, and preempts, as soon as it is notified.
                 // (Not under loom: a model must not branch on wall-clock time.)
-                !cfg!(ringbuffer_loom) && before.elapsed() >= LONG_YIELD
+                self.long_yield = !cfg!(ringbuffer_loom) && before.elapsed() >= LONG_YIELD;
+                self.long_yield
             }
         }
     }
@@ -161,6 +182,12 @@ pub(crate) struct Notifier {
     /// When a wake last found sleepers (nanoseconds since [`clock`]'s base): a timing hint
     /// for the other direction's waiters, not part of any synchronization.
     last_wake: CachePadded<std::sync::atomic::AtomicU64>,
+    /// When a waiter of this direction last had a long yield that starved its peer
+    /// (nanoseconds since [`clock`]'s base, 0 for never): a timing hint, see
+    /// [`YIELDS_HURT_FOR`].
+    long_yield_at: std::sync::atomic::AtomicU64,
+    /// When the first of the current sleepers parked (a timing hint, like `last_wake`).
+    parked_since: std::sync::atomic::AtomicU64,
 }
 
 /// Nanoseconds since a process-wide base instant.
@@ -176,6 +203,8 @@ impl Notifier {
             lock: Mutex::new(0),
             condvar: Condvar::new(),
             last_wake: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
+            long_yield_at: std::sync::atomic::AtomicU64::new(0),
+            parked_since: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -210,6 +239,29 @@ impl Notifier {
         drop(generation);
     }
 
+    /// Records that a waiter's yield was long while its peer was parked.
+    fn note_long_yield(&self) {
+        self.long_yield_at
+            .store(clock().max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a waiter of this direction starved its peer by yielding within
+    /// [`YIELDS_HURT_FOR`].
+    fn yields_hurt(&self) -> bool {
+        let at = self
+            .long_yield_at
+            .load(std::sync::atomic::Ordering::Relaxed);
+        at != 0 && clock().saturating_sub(at) < YIELDS_HURT_FOR.as_nanos() as u64
+    }
+
+    /// Whether threads have been parked here for at least `LONG_YIELD / 2` (a racy hint):
+    /// they starve, rather than just wait for their turn.
+    fn starving(&self) -> bool {
+        self.sleepers.load(Ordering::Relaxed) != 0
+            && clock().saturating_sub(self.parked_since.load(std::sync::atomic::Ordering::Relaxed))
+                >= LONG_YIELD.as_nanos() as u64 / 2
+    }
+
     /// Whether a wake found sleepers within the last [`PEER_WAKE_WINDOW`].
     fn woke_recently(&self) -> bool {
         let at = self.last_wake.load(std::sync::atomic::Ordering::Relaxed);
@@ -230,7 +282,10 @@ impl Notifier {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let registered_in = *guard;
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.fetch_add(1, Ordering::SeqCst) == 0 && !cfg!(ringbuffer_loom) {
+            self.parked_since
+                .store(clock(), std::sync::atomic::Ordering::Relaxed);
+        }
         heavy_barrier();
         if let Some(r) = ready() {
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
@@ -300,10 +355,17 @@ pub(crate) fn wait_for<R>(
             spin_loop();
             continue;
         }
-        if backoff.snooze(strategy)
-            && let Some(r) = notifier.park(deadline, &mut ready)
-        {
-            return Waited::Ready(r);
+        // Skip the yields while they are known to starve the peer (never under loom: a
+        // model must not branch on wall-clock time).
+        let park_now =
+            !cfg!(ringbuffer_loom) && backoff.yielding(strategy) && notifier.yields_hurt();
+        if park_now || backoff.snooze(strategy) {
+            if std::mem::take(&mut backoff.long_yield) && peer.starving() {
+                notifier.note_long_yield();
+            }
+            if let Some(r) = notifier.park(deadline, &mut ready) {
+                return Waited::Ready(r);
+            }
         }
     }
 }
