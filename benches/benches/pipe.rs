@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
+};
 use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig};
 use eventstore_benches::{Crew, scale};
 
@@ -205,18 +207,24 @@ fn writers(c: &mut Criterion) {
         });
         drop(crew);
         drop(frozen_pipe);
-        for (peer, zeroed) in [("raw-ceiling", false), ("raw-ceiling-zeroed", true)] {
-            let file = raw_file(&format!("{peer}-w{threads}.dat"), zeroed);
-            let mut next_slot = 0;
-            group.bench_function(peer, |b| {
-                b.iter_custom(|iters| {
-                    (0..iters)
-                        .map(|_| raw_ceiling(&file, threads, per_thread, &mut next_slot))
-                        .sum()
-                })
-            });
-        }
+        raw_ceilings(&mut group, &format!("w{threads}"), threads, per_thread);
         group.finish();
+    }
+}
+
+/// The two raw-ceiling peers of a `writers`-writer case: the loop on a fallocated file and on
+/// a pre-zeroed one, each `rounds` batches of `writers` records per iteration.
+fn raw_ceilings(group: &mut BenchmarkGroup<'_, WallTime>, case: &str, writers: usize, rounds: u64) {
+    for (peer, zeroed) in [("raw-ceiling", false), ("raw-ceiling-zeroed", true)] {
+        let file = raw_file(&format!("{peer}-{case}.dat"), zeroed);
+        let mut next_slot = 0;
+        group.bench_function(peer, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| raw_ceiling(&file, writers, rounds, &mut next_slot))
+                    .sum()
+            })
+        });
     }
 }
 
@@ -254,17 +262,7 @@ fn async_writers(c: &mut Criterion) {
         b.iter_custom(|iters| (0..iters).map(|_| ours_async(&pipe, tasks, per_task)).sum())
     });
     drop(pipe);
-    for (peer, zeroed) in [("raw-ceiling", false), ("raw-ceiling-zeroed", true)] {
-        let file = raw_file(&format!("{peer}-w64-async.dat"), zeroed);
-        let mut next_slot = 0;
-        group.bench_function(peer, |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| raw_ceiling(&file, tasks as usize, per_task, &mut next_slot))
-                    .sum()
-            })
-        });
-    }
+    raw_ceilings(&mut group, "w64-async", tasks as usize, per_task);
     group.finish();
 }
 
