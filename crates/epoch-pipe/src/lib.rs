@@ -37,6 +37,7 @@
 mod error;
 mod payload;
 mod pipe;
+mod spin;
 mod storage;
 mod sync;
 

@@ -117,6 +117,10 @@ fn bad_input_is_a_typed_error() {
             zero_ahead: (1 << 30) + 1,
             ..config()
         },
+        PipeConfig {
+            wait_spin: std::time::Duration::from_millis(11),
+            ..config()
+        },
     ] {
         assert!(Pipe::new(SimDisk::new(), bad).is_err());
     }

@@ -248,7 +248,7 @@ impl Store {
         let pipe =
             Arc::new(
                 Pipe::new(storage, pipe_config).map_err(|e| StoreError::InvalidOption {
-                    option: "syncs_in_flight",
+                    option: e.field,
                     value: e.value,
                     expected: e.expected,
                 })?,

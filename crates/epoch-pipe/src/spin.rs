@@ -1,0 +1,232 @@
+//! Bounded spinning in place of a park, while syncs are short (see [`PipeConfig::wait_spin`]).
+//!
+//! A park costs the waker a wake-up and the waiter a context switch; in a VM that is tens of
+//! microseconds, a good share of a fast device's sync. Spinning is worth it only while the wait
+//! is short and a CPU is free, so: waiters spin only while the moving average of sync times is
+//! at most half the budget, and at most one per CPU but one spins at a time (the rest park at
+//! once: with many blocked writers, spinners would take the CPUs the others need to run).
+//!
+//! Loom models check the park/wake protocol, not timing: under `epoch_pipe_loom` nothing spins.
+//!
+//! [`PipeConfig::wait_spin`]: crate::PipeConfig::wait_spin
+
+#[cfg(not(epoch_pipe_loom))]
+use std::time::Duration;
+
+#[cfg(not(epoch_pipe_loom))]
+pub(crate) use real::Spin;
+
+#[cfg(epoch_pipe_loom)]
+pub(crate) use model::Spin;
+
+#[cfg(not(epoch_pipe_loom))]
+mod real {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Pause instructions between two checks of the condition.
+    const PAUSES_PER_CHECK: u32 = 32;
+    /// Checks between two looks at the clock (and yields).
+    const CHECKS_PER_YIELD: u32 = 16;
+
+    /// The spin policy of one pipe.
+    pub(crate) struct Spin {
+        budget: Duration,
+        max_spinners: usize,
+        spinners: AtomicUsize,
+        /// Moving average of sync durations, in nanoseconds (0: none measured yet).
+        sync_nanos: AtomicU64,
+    }
+
+    impl Spin {
+        pub(crate) fn new(budget: Duration) -> Spin {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Spin::with_cpus(budget, cpus)
+        }
+
+        pub(super) fn with_cpus(budget: Duration, cpus: usize) -> Spin {
+            Spin {
+                budget,
+                max_spinners: cpus.saturating_sub(1),
+                spinners: AtomicUsize::new(0),
+                sync_nanos: AtomicU64::new(0),
+            }
+        }
+
+        /// Runs `sync` and records how long it took.
+        pub(crate) fn time_sync<T>(&self, sync: impl FnOnce() -> T) -> T {
+            let start = Instant::now();
+            let outcome = sync();
+            self.record_sync(start.elapsed());
+            outcome
+        }
+
+        fn record_sync(&self, took: Duration) {
+            let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            let old = self.sync_nanos.load(Ordering::Relaxed);
+            let new = if old == 0 {
+                took
+            } else {
+                old - old / 8 + took / 8
+            };
+            self.sync_nanos.store(new, Ordering::Relaxed);
+        }
+
+        /// Whether syncs are short enough to spin through.
+        fn syncs_short(&self) -> bool {
+            let sync = Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed));
+            !self.budget.is_zero() && sync <= self.budget / 2
+        }
+
+        /// A waiter's spin: until `done` holds (true) or the budget runs out, or not at all
+        /// when syncs are slow or enough threads spin already (false).
+        pub(crate) fn waiter(&self, done: impl Fn() -> bool) -> bool {
+            if !self.syncs_short() {
+                return false;
+            }
+            let spinners = self.spinners.fetch_add(1, Ordering::Relaxed);
+            let finished = spinners < self.max_spinners && spin(self.budget, &done);
+            self.spinners.fetch_sub(1, Ordering::Relaxed);
+            finished
+        }
+
+        /// The flusher's spin for the next write after a sync: `FLUSHER_SPIN` at most.
+        pub(crate) fn flusher(&self, done: impl Fn() -> bool) -> bool {
+            self.syncs_short() && spin(super::FLUSHER_SPIN.min(self.budget), &done)
+        }
+    }
+
+    /// Spins until `done` or `budget`, yielding the CPU between rounds of checks so a thread
+    /// waiting to run on it is not held off for the whole budget.
+    fn spin(budget: Duration, done: &impl Fn() -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            for _ in 0..CHECKS_PER_YIELD {
+                if done() {
+                    return true;
+                }
+                for _ in 0..PAUSES_PER_CHECK {
+                    std::hint::spin_loop();
+                }
+            }
+            if start.elapsed() >= budget {
+                return done();
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[cfg(epoch_pipe_loom)]
+mod model {
+    use std::time::Duration;
+
+    /// Under loom nothing spins: the models check the park/wake protocol.
+    pub(crate) struct Spin;
+
+    impl Spin {
+        pub(crate) fn new(_budget: Duration) -> Spin {
+            Spin
+        }
+        pub(crate) fn time_sync<T>(&self, sync: impl FnOnce() -> T) -> T {
+            sync()
+        }
+        pub(crate) fn waiter(&self, _done: impl Fn() -> bool) -> bool {
+            false
+        }
+        pub(crate) fn flusher(&self, _done: impl Fn() -> bool) -> bool {
+            false
+        }
+    }
+}
+
+/// The flusher's spin for the next write after a sync, at most: long enough for a waiter
+/// that spun to see its ack and stage its next write, short next to a sync.
+#[cfg(not(epoch_pipe_loom))]
+const FLUSHER_SPIN: Duration = Duration::from_micros(50);
+
+#[cfg(all(test, not(epoch_pipe_loom)))]
+mod tests {
+    use super::real::Spin;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    const BUDGET: Duration = Duration::from_millis(2);
+
+    #[test]
+    fn a_waiter_spins_until_done() {
+        let spin = Spin::with_cpus(Duration::from_secs(10), 2);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| done.store(true, Ordering::Release));
+            assert!(spin.waiter(|| done.load(Ordering::Acquire)));
+        });
+    }
+
+    #[test]
+    fn a_waiter_gives_up_after_its_budget() {
+        let spin = Spin::with_cpus(BUDGET, 2);
+        let start = Instant::now();
+        assert!(!spin.waiter(|| false));
+        assert!(start.elapsed() >= BUDGET);
+    }
+
+    #[test]
+    fn nobody_spins_when_the_budget_is_zero_or_there_is_one_cpu() {
+        let checks = AtomicUsize::new(0);
+        let check = || {
+            checks.fetch_add(1, Ordering::Relaxed);
+            false
+        };
+        assert!(!Spin::with_cpus(Duration::ZERO, 2).waiter(check));
+        assert!(!Spin::with_cpus(BUDGET, 1).waiter(check));
+        assert!(!Spin::with_cpus(Duration::ZERO, 2).flusher(check));
+        assert_eq!(checks.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn nobody_spins_once_syncs_take_over_half_the_budget() {
+        let spin = Spin::with_cpus(BUDGET, 2);
+        spin.time_sync(|| std::thread::sleep(BUDGET));
+        let checks = AtomicUsize::new(0);
+        let check = || {
+            checks.fetch_add(1, Ordering::Relaxed);
+            false
+        };
+        assert!(!spin.waiter(check));
+        assert!(!spin.flusher(check));
+        assert_eq!(checks.load(Ordering::Relaxed), 0);
+        // Short syncs bring the average back down, and spinning back.
+        for _ in 0..64 {
+            spin.time_sync(|| ());
+        }
+        assert!(spin.waiter(|| true));
+    }
+
+    #[test]
+    fn at_most_one_spinner_per_cpu_but_one() {
+        let spin = Spin::with_cpus(Duration::from_secs(10), 2);
+        let release = AtomicBool::new(false);
+        let spinning = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                spin.waiter(|| {
+                    spinning.store(true, Ordering::Release);
+                    release.load(Ordering::Acquire)
+                })
+            });
+            while !spinning.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+            // The one slot is taken: a second waiter parks at once instead.
+            let checks = AtomicUsize::new(0);
+            assert!(!spin.waiter(|| {
+                checks.fetch_add(1, Ordering::Relaxed);
+                true
+            }));
+            assert_eq!(checks.load(Ordering::Relaxed), 0);
+            release.store(true, Ordering::Release);
+            assert!(first.join().expect("spinner"));
+        });
+    }
+}
