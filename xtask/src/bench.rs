@@ -21,13 +21,28 @@ enum Mode {
     Full,
 }
 
+/// Most `--runs`: each run of a quick suite takes minutes.
+const MAX_RUNS: usize = 15;
+
 pub fn run(args: &[String]) -> TaskResult {
     let mut mode = Mode::Full;
     let mut names = Vec::new();
-    for arg in args {
+    let mut runs = 1;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--smoke" => mode = Mode::Smoke,
             "--quick" => mode = Mode::Quick,
+            "--runs" => {
+                let value = args.next().map(String::as_str).unwrap_or_default();
+                runs = value
+                    .parse()
+                    .ok()
+                    .filter(|runs| (1..=MAX_RUNS).contains(runs))
+                    .ok_or_else(|| {
+                        format!("--runs takes a number from 1 to {MAX_RUNS}, not {value:?}")
+                    })?;
+            }
             flag if flag.starts_with('-') => return Err(format!("unknown bench flag {flag:?}")),
             name => names.push(name.to_owned()),
         }
@@ -46,7 +61,6 @@ pub fn run(args: &[String]) -> TaskResult {
         );
     }
 
-    let started = SystemTime::now();
     let mut command = cargo();
     command
         .args(["bench", "-p", "eventstore-benches"])
@@ -62,11 +76,20 @@ pub fn run(args: &[String]) -> TaskResult {
             "10",
         ]);
     }
-    crate::run(&mut command)?;
-
+    // Each run measures every contender of a case side by side; with several runs, a host
+    // that changes speed between one contender and the next skews one run, not the median.
     let criterion_dir = target_dir().join("criterion");
-    let measurements = collect(&criterion_dir, started)?;
-    let rows = rows_for(&selected, &measurements)?;
+    let mut per_run = Vec::with_capacity(runs);
+    for run in 1..=runs {
+        if runs > 1 {
+            eprintln!("xtask: bench run {run} of {runs}");
+        }
+        let started = SystemTime::now();
+        crate::run(&mut command)?;
+        let measurements = collect(&criterion_dir, started)?;
+        per_run.push(rows_for(&selected, &measurements)?);
+    }
+    let rows = report::median_rows(&per_run)?;
     let out_dir = target_dir().join("xtask-bench");
     report::write(&out_dir, &selected, &rows)?;
     report::print_summary(&rows);

@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask ci`: everything `.ci/run` does.
 //! - `cargo xtask loom [CRATE...]`: the loom models of the named crates (all by default).
-//! - `cargo xtask bench [--smoke|--quick] [SUITE...]`: the side-by-side benchmark suites, then
-//!   `target/xtask-bench/results.json` and `report.md`.
+//! - `cargo xtask bench [--smoke|--quick] [--runs N] [SUITE...]`: the side-by-side benchmark
+//!   suites (N times: medians over the runs), then `target/xtask-bench/results.json` and
+//!   `report.md`.
 //!
 //! Map: `suites.rs` (the tables of bench suites and loom crates), `bench.rs` (running criterion
 //! and collecting its estimates), `report.rs` (results.json, report.md, SVG plots).
@@ -22,8 +23,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci                               run .ci/run (fmt, clippy, tests, loom, bench smoke)
   loom [CRATE...]                  run the loom models (default: every crate in the loom table)
-  bench [--smoke|--quick] [SUITE...]
-                                   run benchmark suites (default: all) and write
+  bench [--smoke|--quick] [--runs N] [SUITE...]
+                                   run benchmark suites (default: all; N times, 1 to 15,
+                                   reporting medians over the runs) and write
                                    target/xtask-bench/{results.json,report.md}";
 
 fn main() -> ExitCode {

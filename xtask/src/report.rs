@@ -33,6 +33,9 @@ pub struct Row {
     pub peer_value: Option<f64>,
     /// > 1 means we are better, whatever the unit's direction.
     pub ratio: Option<f64>,
+    /// Runs this row is the median of (`--runs`), and the lowest and highest ratio among them.
+    pub runs: usize,
+    pub ratio_range: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -65,7 +68,68 @@ impl Row {
             peer: peer.map(|p| p.function.clone()),
             peer_value: peer.map(|p| p.value),
             ratio,
+            runs: 1,
+            ratio_range: ratio.map(|r| (r, r)),
         })
+    }
+}
+
+/// One row per (suite, case, peer) of the first run: the medians of `ours`, the peer's value
+/// and the ratio over every run (each run's ratio is side by side within that run), with the
+/// ratios' range. A row missing from a later run is an error: the runs measured different
+/// things.
+pub fn median_rows(runs: &[Vec<Row>]) -> Result<Vec<Row>, String> {
+    let Some(first) = runs.first() else {
+        return Err("no bench runs".to_owned());
+    };
+    first
+        .iter()
+        .map(|row| {
+            let same: Vec<&Row> = runs
+                .iter()
+                .map(|run| {
+                    run.iter()
+                        .find(|r| r.suite == row.suite && r.case == row.case && r.peer == row.peer)
+                        .ok_or_else(|| {
+                            format!(
+                                "{}/{} vs {} is missing from a run",
+                                row.suite,
+                                row.case,
+                                row.peer.as_deref().unwrap_or("-")
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let ratios: Option<Vec<f64>> = same.iter().map(|r| r.ratio).collect();
+            let peer_values: Option<Vec<f64>> = same.iter().map(|r| r.peer_value).collect();
+            Ok(Row {
+                suite: row.suite.clone(),
+                case: row.case.clone(),
+                unit: row.unit,
+                ours: median(same.iter().map(|r| r.ours).collect()),
+                peer: row.peer.clone(),
+                peer_value: peer_values.map(median),
+                ratio: ratios.clone().map(median),
+                runs: same.len(),
+                ratio_range: ratios.map(|ratios| {
+                    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                    let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    (low, high)
+                }),
+            })
+        })
+        .collect()
+}
+
+/// The median (the mean of the middle two for an even count); `values` is not empty.
+fn median(mut values: Vec<f64>) -> f64 {
+    debug_assert!(!values.is_empty());
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
     }
 }
 
@@ -82,6 +146,9 @@ pub fn write(out_dir: &Path, suites: &[&Suite], rows: &[Row]) -> Result<(), Stri
                 "peer": row.peer,
                 "peer_value": row.peer_value,
                 "ratio": row.ratio,
+                "runs": row.runs,
+                "ratio_min": row.ratio_range.map(|(low, _)| low),
+                "ratio_max": row.ratio_range.map(|(_, high)| high),
             })
         })
         .collect();
@@ -89,7 +156,9 @@ pub fn write(out_dir: &Path, suites: &[&Suite], rows: &[Row]) -> Result<(), Stri
     write_file(&out_dir.join("results.json"), &text)?;
 
     let mut markdown = String::from(
-        "# Benchmark report\n\nMedians measured side by side in one run; ratio > 1 means eventstore is better.\n",
+        "# Benchmark report\n\nMedians measured side by side in one run; ratio > 1 means eventstore is better. \
+         With several runs (`--runs`), each figure is the median over the runs and the range \
+         gives the lowest and highest ratio.\n",
     );
     for suite in suites {
         let suite_rows: Vec<&Row> = rows.iter().filter(|r| r.suite == suite.name).collect();
@@ -99,12 +168,12 @@ pub fn write(out_dir: &Path, suites: &[&Suite], rows: &[Row]) -> Result<(), Stri
             continue;
         }
         markdown.push_str(
-            "| case | unit | ours | peer | peer value | ratio |\n|---|---|---:|---|---:|---:|\n",
+            "| case | unit | ours | peer | peer value | ratio | range (runs) |\n|---|---|---:|---|---:|---:|---|\n",
         );
         for row in &suite_rows {
             let _ = writeln!(
                 markdown,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 row.case,
                 row.unit,
                 human(row.ours),
@@ -112,6 +181,7 @@ pub fn write(out_dir: &Path, suites: &[&Suite], rows: &[Row]) -> Result<(), Stri
                 row.peer_value.map_or_else(|| "-".to_owned(), human),
                 row.ratio
                     .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x")),
+                range(row),
             );
         }
         let svg_name = format!("{}.svg", suite.name);
@@ -119,6 +189,14 @@ pub fn write(out_dir: &Path, suites: &[&Suite], rows: &[Row]) -> Result<(), Stri
         let _ = write!(markdown, "\n![{} ratios]({svg_name})\n", suite.name);
     }
     write_file(&out_dir.join("report.md"), &markdown)
+}
+
+/// `low-high (runs)`, or `-` for a row without a ratio.
+fn range(row: &Row) -> String {
+    row.ratio_range.map_or_else(
+        || "-".to_owned(),
+        |(low, high)| format!("{low:.2}-{high:.2}x ({})", row.runs),
+    )
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), String> {
@@ -249,6 +327,43 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    fn row(ours: f64, peer: f64) -> Row {
+        Row::new(
+            "s",
+            "c",
+            &measurement("ours", "elements/s", ours),
+            Some(&measurement("p", "elements/s", peer)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn several_runs_give_medians_and_the_range_of_ratios() {
+        // The median ratio is the median of each run's own ratio, not ours/peer of medians.
+        let runs = vec![
+            vec![row(100.0, 50.0)],
+            vec![row(300.0, 100.0)],
+            vec![row(90.0, 90.0)],
+        ];
+        let rows = median_rows(&runs).unwrap();
+        assert_eq!(rows.len(), 1);
+        let only = &rows[0];
+        assert_eq!((only.ours, only.peer_value), (100.0, Some(90.0)));
+        assert_eq!(only.ratio, Some(2.0));
+        assert_eq!(only.ratio_range, Some((1.0, 3.0)));
+        assert_eq!(only.runs, 3);
+        let even = median_rows(&runs[..2]).unwrap();
+        assert_eq!(even[0].ratio, Some(2.5));
+    }
+
+    #[test]
+    fn a_row_missing_from_a_run_is_an_error() {
+        let mut other = row(1.0, 1.0);
+        other.case = "d".into();
+        assert!(median_rows(&[vec![row(1.0, 1.0)], vec![other]]).is_err());
+        assert!(median_rows(&[]).is_err());
     }
 
     #[test]
