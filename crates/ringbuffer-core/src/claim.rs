@@ -120,7 +120,7 @@ impl<'a, T> Claim<'a, T> {
             b.iter_mut().for_each(fill);
         }
         #[cfg(ringbuffer_loom)]
-        self.iter_mut().for_each(fill);
+        self.iter_mut().for_each(&mut fill);
     }
 
     /// The claimed slots as (at most) two slices, in sequence order (the second is empty

@@ -275,9 +275,12 @@ impl<T> Core<T> {
         if !self.is_multi() {
             return self.cursor.load(Ordering::Acquire);
         }
+        // The marks alone tell what is published (a slot's mark is `seq + 1` only once `seq`
+        // was published there), so the scan never reads the claim cursor: every producer's
+        // claim is a read-modify-write of that line, and a consumer polling it while it waits
+        // would pull the line away from them once per poll.
         let mut seq = from.max(*scanned);
-        let claimed = self.cursor.load(Ordering::Relaxed) & !CLOSED_BIT;
-        let limit = claimed.min(from + self.capacity() as u64);
+        let limit = from + self.capacity() as u64;
         while seq < limit
             && self.marks[(seq & self.mask) as usize].load(Ordering::Acquire) == seq + 1
         {
