@@ -65,6 +65,13 @@ fn run_once(seed: u64) {
         // Off, or a few pages: zeros written ahead must never land on a write, acknowledged
         // or not, whatever the crash keeps of them.
         zero_ahead: rng.below(3) * 8192,
+        // The simulated disk syncs at once, so waiters would nearly always spin: half the
+        // runs turn spinning off so that parking and waking are checked as much.
+        wait_spin: if rng.below(2) == 0 {
+            std::time::Duration::ZERO
+        } else {
+            PipeConfig::default().wait_spin
+        },
         ..PipeConfig::default()
     };
     let pipe = Arc::new(Pipe::new(disk.clone(), config).expect("valid config"));
