@@ -131,7 +131,9 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl PipeConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every field (what [`Pipe::new`] does first), so an owner can refuse a bad
+    /// configuration before it opens anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let error = |field, value, expected| {
             Err(ConfigError {
                 field,

@@ -57,6 +57,11 @@ pub struct StoreOptions {
     /// Memory for batches on their way to disk (default 64 MiB, in 4 KiB-aligned pooled
     /// chunks): when it is all in flight, appends wait (backpressure).
     pub staging_bytes: usize,
+    /// Longest the thread that waits for each batch's durability spins before it parks
+    /// (default 400 us, at most 10 ms, zero: never spin); only while syncs take at most half
+    /// this long. See `epoch_pipe::PipeConfig::wait_spin`: a park and wake-up cost tens of
+    /// microseconds in a VM, a good share of a fast device's sync.
+    pub wait_spin: Duration,
 }
 
 impl Default for StoreOptions {
@@ -71,6 +76,7 @@ impl Default for StoreOptions {
             staging_bytes: 64 << 20,
             max_append_bytes: 32 << 20,
             log_storage_hook: None,
+            wait_spin: PipeConfig::default().wait_spin,
         }
     }
 }
@@ -245,14 +251,7 @@ impl Store {
             zero_from: Some(committed.log_end),
             ..pipe_config(&options)
         };
-        let pipe =
-            Arc::new(
-                Pipe::new(storage, pipe_config).map_err(|e| StoreError::InvalidOption {
-                    option: e.field,
-                    value: e.value,
-                    expected: e.expected,
-                })?,
-            );
+        let pipe = Arc::new(Pipe::new(storage, pipe_config).map_err(pipe_option)?);
 
         let tail_base = committed.log_end / CHUNK * CHUNK;
         let failure = Arc::new(Mutex::new(None));
@@ -978,6 +977,7 @@ fn pipe_config(options: &StoreOptions) -> PipeConfig {
         max_staged_bytes: 64 << 20,
         grow_step: options.grow_step,
         syncs_in_flight: options.syncs_in_flight,
+        wait_spin: options.wait_spin,
         ..PipeConfig::default()
     }
 }
@@ -1024,14 +1024,18 @@ fn check_options(options: &StoreOptions) -> Result<()> {
             "a multiple of 4096, at least 64 KiB",
         );
     }
-    if !(1..=64).contains(&options.syncs_in_flight) {
-        return invalid(
-            "syncs_in_flight",
-            options.syncs_in_flight as u64,
-            "between 1 and 64",
-        );
+    // What the pipe itself checks (syncs_in_flight, wait_spin), refused before anything is
+    // opened.
+    pipe_config(options).validate().map_err(pipe_option)
+}
+
+/// A pipe configuration error as the store option it came from.
+fn pipe_option(error: epoch_pipe::ConfigError) -> StoreError {
+    StoreError::InvalidOption {
+        option: error.field,
+        value: error.value,
+        expected: error.expected,
     }
-    Ok(())
 }
 
 /// Writes the checkpoint: the global index is made durable first (it covers every position

@@ -308,6 +308,50 @@ fn bad_input_is_a_typed_error_and_writes_nothing() {
         Store::open_with(tempfile::tempdir().unwrap().path(), bad),
         Err(StoreError::InvalidOption { .. })
     ));
+    // The pipe's own options are checked before anything is opened, under their own names.
+    for (bad, name) in [
+        (
+            StoreOptions {
+                syncs_in_flight: 0,
+                ..StoreOptions::default()
+            },
+            "syncs_in_flight",
+        ),
+        (
+            StoreOptions {
+                wait_spin: std::time::Duration::from_secs(1),
+                ..StoreOptions::default()
+            },
+            "wait_spin (us)",
+        ),
+    ] {
+        let empty = tempfile::tempdir().unwrap();
+        match Store::open_with(empty.path(), bad) {
+            Err(StoreError::InvalidOption { option, .. }) => assert_eq!(option, name),
+            other => panic!("expected InvalidOption, got {other:?}"),
+        }
+        assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
+    }
+    // Spinning off works too.
+    let quiet = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        quiet.path(),
+        StoreOptions {
+            wait_spin: std::time::Duration::ZERO,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let stream = store
+        .domain("d")
+        .unwrap()
+        .aggregate("a")
+        .unwrap()
+        .instance(1u128);
+    stream
+        .append(Expected::NoStream, &[Event::new("e", vec![1])])
+        .unwrap();
+    assert_eq!(store.len(), 1);
 }
 
 #[test]
