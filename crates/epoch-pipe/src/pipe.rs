@@ -10,10 +10,12 @@
 //! - Sync workers run `sync_data`; several may be in flight, and at most one more is queued
 //!   (a later group joins the queued one). A success proves its epoch durable only once every
 //!   sync that overlapped it has succeeded too (see [`Syncs`]); the durable epoch is then
-//!   published under the notify lock, which waiters check before they sleep (no lost wake-up).
-//! - Any error sets the sticky failure, also under the notify lock: the durable epoch never
-//!   moves again, and every waiter for a later epoch gets the error (fsyncgate: no retry is
-//!   trusted after a failed sync).
+//!   published under the notify lock and the [`WakeWord`] advanced: blocked threads sleep on
+//!   that word (no lost wake-up: see [`WakeWord::wait_until`]), futures register wakers under
+//!   the lock.
+//! - Any error sets the sticky failure, also under the notify lock (and the `failed` flag
+//!   the sleepers check): the durable epoch never moves again, and every waiter for a later
+//!   epoch gets the error (fsyncgate: no retry is trusted after a failed sync).
 
 use std::future::Future;
 use std::io::IoSlice;
@@ -26,7 +28,8 @@ use crate::payload::Payload;
 use crate::spin::Spin;
 use crate::storage::Storage;
 use crate::sync::{
-    Arc, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, lock, thread, wait,
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, WakeWord, lock,
+    thread, wait,
 };
 
 /// A point in the pipe's write order. Every write (or transaction) gets the next epoch; once
@@ -249,9 +252,7 @@ const MAX_GATHER_YIELDS: usize = 4;
 #[derive(Default)]
 struct Notify {
     failure: Option<PipeError>,
-    /// Blocked waiters: (epoch, thread). Each is unparked alone when its epoch is durable, so
-    /// a group commit wakes exactly the threads it acknowledges, with no herd on a lock.
-    sleepers: Vec<(u64, thread::Thread)>,
+    /// Pending futures: (epoch, waker), each woken once its epoch is durable.
     wakers: Vec<(u64, Waker)>,
 }
 
@@ -267,6 +268,12 @@ struct Shared<S> {
     /// Highest epoch known durable. Written only under `notify`.
     durable: AtomicU64,
     notify: Mutex<Notify>,
+    /// Blocked threads sleep here; every publication of a durable epoch (or a failure)
+    /// advances it. One wake-up call for the whole group: a group's waiters are nearly all
+    /// acknowledged together, and a waiter for a later group that wakes goes back to sleep.
+    sleepers: WakeWord,
+    /// Set (under the notify lock) with `Notify::failure`, for sleepers to check without it.
+    failed: AtomicBool,
     /// Mirror of `Staging::newest`, so waiters validate epochs without the staging lock.
     newest: AtomicU64,
     /// Written groups not yet durable: (epoch, bytes), in epoch order.
@@ -328,6 +335,8 @@ impl<S: Storage> Pipe<S> {
             sync_work: Condvar::new(),
             durable: AtomicU64::new(0),
             notify: Mutex::new(Notify::default()),
+            sleepers: WakeWord::new(),
+            failed: AtomicBool::new(false),
             newest: AtomicU64::new(0),
             unsynced: Mutex::new(std::collections::VecDeque::new()),
             just_woken: AtomicUsize::new(0),
@@ -387,31 +396,20 @@ impl<S: Storage> Pipe<S> {
         if durable() || self.shared.spin.waiter(durable) {
             return Ok(());
         }
-        let me = thread::current();
-        loop {
-            if self.shared.durable.load(Ordering::Acquire) >= epoch.0 {
-                return Ok(());
+        let shared = &*self.shared;
+        shared
+            .sleepers
+            .wait_until(|| durable() || shared.failed.load(Ordering::Acquire));
+        // The durable epoch never moves after a failure, so a durable epoch is an answer
+        // whatever happened since.
+        if durable() {
+            return Ok(());
+        }
+        match lock(&shared.notify).failure.clone() {
+            Some(failure) => Err(failure),
+            None => {
+                unreachable!("a sleeper wakes only once its epoch is durable or the pipe failed")
             }
-            {
-                let mut notify = lock(&self.shared.notify);
-                if self.shared.durable.load(Ordering::Acquire) >= epoch.0 {
-                    return Ok(());
-                }
-                if let Some(failure) = &notify.failure {
-                    return Err(failure.clone());
-                }
-                // After a spurious wake-up the entry may still be there.
-                let registered = notify
-                    .sleepers
-                    .iter()
-                    .any(|(e, t)| *e == epoch.0 && t.id() == me.id());
-                if !registered {
-                    notify.sleepers.push((epoch.0, me.clone()));
-                }
-            }
-            // The publisher changes `durable` and drains `sleepers` under the notify lock, then
-            // unparks: an unpark that comes before this park makes it return at once.
-            thread::park();
         }
     }
 
@@ -660,15 +658,13 @@ impl<S: Storage> Shared<S> {
             std::mem::take(&mut staging.writes)
         };
         drop(abandoned);
-        let (sleepers, wakers) = {
+        let wakers = {
             let mut notify = lock(&self.notify);
             notify.failure.get_or_insert(failure);
-            (
-                std::mem::take(&mut notify.sleepers),
-                std::mem::take(&mut notify.wakers),
-            )
+            self.failed.store(true, Ordering::Release);
+            std::mem::take(&mut notify.wakers)
         };
-        sleepers.into_iter().for_each(|(_, thread)| thread.unpark());
+        self.sleepers.advance();
         wakers.into_iter().for_each(|(_, waker)| waker.wake());
     }
 
@@ -937,25 +933,21 @@ impl<S: Storage> Shared<S> {
 
     fn publish_durable(&self, epoch: u64) {
         self.release_room(epoch);
-        let (sleepers, wakers) = {
+        let wakers = {
             let mut notify = lock(&self.notify);
             if notify.failure.is_some() {
                 return;
             }
             self.durable.fetch_max(epoch, Ordering::Release);
-            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut notify.sleepers)
-                .into_iter()
-                .partition(|(e, _)| *e <= epoch);
-            notify.sleepers = waiting;
             let (woken, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut notify.wakers)
                 .into_iter()
                 .partition(|(e, _)| *e <= epoch);
             notify.wakers = pending;
-            (ready, woken)
+            woken
         };
+        let sleepers = self.sleepers.advance();
         self.just_woken
-            .fetch_add(sleepers.len() + wakers.len(), Ordering::Relaxed);
-        sleepers.into_iter().for_each(|(_, thread)| thread.unpark());
+            .fetch_add(sleepers + wakers.len(), Ordering::Relaxed);
         wakers.into_iter().for_each(|(_, waker)| waker.wake());
     }
 }

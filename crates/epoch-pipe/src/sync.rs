@@ -4,7 +4,7 @@
 #[cfg(not(epoch_pipe_loom))]
 pub(crate) use std::sync::{
     Arc, Condvar, Mutex, MutexGuard,
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
 };
 #[cfg(not(epoch_pipe_loom))]
 pub(crate) use std::thread;
@@ -12,7 +12,7 @@ pub(crate) use std::thread;
 #[cfg(epoch_pipe_loom)]
 pub(crate) use loom::sync::{
     Arc, Condvar, Mutex, MutexGuard,
-    atomic::{AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
 };
 #[cfg(epoch_pipe_loom)]
 pub(crate) use loom::thread;
@@ -30,4 +30,164 @@ pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexG
     condvar
         .wait(guard)
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A generation counter that threads sleep on until it moves; one [`WakeWord::advance`] wakes
+/// every sleeper at once.
+///
+/// On Linux it is a futex: a single `FUTEX_WAKE` system call wakes all the sleepers, and the
+/// kernel batches their wake-ups (one inter-processor interrupt per CPU, not per thread).
+/// Measured on a 2-vCPU VM, 64 threads each acknowledged by a per-thread `unpark` cost 5.5 us
+/// of CPU per acknowledgement (~300k/s at most); woken all at once from one word, 3.5-3.9 us
+/// (~470k/s). Elsewhere, and under loom, it is a mutex and a condition variable with the same
+/// contract, so the loom models check the protocol of the code that ships.
+pub(crate) struct WakeWord {
+    generation: AtomicU32,
+    /// Threads inside [`WakeWord::wait_until`]: the waker skips the system call when none.
+    sleepers: AtomicUsize,
+    #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
+    parked: (Mutex<()>, Condvar),
+}
+
+impl WakeWord {
+    pub(crate) fn new() -> WakeWord {
+        WakeWord {
+            generation: AtomicU32::new(0),
+            sleepers: AtomicUsize::new(0),
+            #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
+            parked: (Mutex::new(()), Condvar::new()),
+        }
+    }
+
+    /// Sleeps until `ready` holds. `ready` must only turn true through state written before
+    /// an [`advance`](Self::advance).
+    ///
+    /// No lost wake-up: the sleeper count is raised before the generation is read and
+    /// `ready` checked; `advance` moves the generation before it reads the count, with a
+    /// sequentially consistent fence between the two on each side (fences, not SeqCst
+    /// accesses, so loom checks the argument too). Either this thread sees the new generation
+    /// (and so, by its release, the state written before it), or `advance` sees the sleeper
+    /// and wakes the word; a sleep on a generation that already moved returns at once.
+    pub(crate) fn wait_until(&self, ready: impl Fn() -> bool) {
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        loop {
+            let generation = self.generation.load(Ordering::Acquire);
+            if ready() {
+                break;
+            }
+            self.sleep(generation);
+        }
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Moves the generation and wakes every sleeper; returns how many there were (a hint).
+    pub(crate) fn advance(&self) -> usize {
+        self.generation.fetch_add(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let sleepers = self.sleepers.load(Ordering::Relaxed);
+        if sleepers > 0 {
+            self.wake_all();
+        }
+        sleepers
+    }
+
+    /// Sleeps while the generation is still `generation` (spurious returns are fine: the
+    /// caller checks again).
+    #[cfg(all(not(epoch_pipe_loom), target_os = "linux"))]
+    fn sleep(&self, generation: u32) {
+        // SAFETY: the address is that of a live, aligned `u32` (the atomic's storage) for
+        // the whole call; FUTEX_WAIT only reads it. A null timeout means no timeout.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.generation.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                generation,
+                std::ptr::null::<libc::timespec>(),
+            );
+        }
+    }
+
+    #[cfg(all(not(epoch_pipe_loom), target_os = "linux"))]
+    fn wake_all(&self) {
+        // SAFETY: as in `sleep`; FUTEX_WAKE does not touch the word.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.generation.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                i32::MAX,
+            );
+        }
+    }
+
+    #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
+    fn sleep(&self, generation: u32) {
+        let (mutex, condvar) = &self.parked;
+        let guard = lock(mutex);
+        // Checked under the mutex that `wake_all` takes after the generation moved: a move
+        // after this check finds this thread already waiting.
+        if self.generation.load(Ordering::Acquire) == generation {
+            drop(wait(condvar, guard));
+        }
+    }
+
+    #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
+    fn wake_all(&self) {
+        let (mutex, condvar) = &self.parked;
+        drop(lock(mutex));
+        condvar.notify_all();
+    }
+}
+
+#[cfg(all(test, not(epoch_pipe_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Threads sleeping on one word are all woken by each advance, and none misses one: a
+    /// lost wake-up here would hang the test. Two words ping-pong: the main thread publishes
+    /// a round on `go` and sleeps on `back` until every worker has seen it.
+    #[test]
+    fn every_sleeper_wakes_on_every_advance() {
+        const WORKERS: u64 = 6;
+        const ROUNDS: u64 = 2_000;
+        let round = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(AtomicU64::new(0));
+        let go = Arc::new(WakeWord::new());
+        let back = Arc::new(WakeWord::new());
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                let (round, seen, go, back) =
+                    (round.clone(), seen.clone(), go.clone(), back.clone());
+                thread::spawn(move || {
+                    for r in 1..=ROUNDS {
+                        go.wait_until(|| round.load(Ordering::Acquire) >= r);
+                        seen.fetch_add(1, Ordering::AcqRel);
+                        back.advance();
+                    }
+                })
+            })
+            .collect();
+        for r in 1..=ROUNDS {
+            round.store(r, Ordering::Release);
+            let woken = go.advance();
+            assert!(woken <= WORKERS as usize, "{woken} sleepers counted");
+            back.wait_until(|| seen.load(Ordering::Acquire) == r * WORKERS);
+        }
+        for worker in workers {
+            worker.join().expect("worker");
+        }
+        assert_eq!(seen.load(Ordering::Relaxed), ROUNDS * WORKERS);
+    }
+
+    /// With nobody asleep, an advance makes no wake-up call and reports no sleepers.
+    #[test]
+    fn advance_without_sleepers_counts_none() {
+        let word = WakeWord::new();
+        assert_eq!(word.advance(), 0);
+        word.wait_until(|| true);
+        assert_eq!(word.advance(), 0);
+    }
 }
