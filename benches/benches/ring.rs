@@ -170,6 +170,14 @@ fn ours_mpsc(producers: usize, n: u64, batch: usize) -> Duration {
                 let mut i = 0;
                 while i < per {
                     let take = (batch as u64).min(per - i) as usize;
+                    if take == 1 {
+                        // The single-event API, as disruptor's `publish` gets.
+                        producer
+                            .publish_with(|slot| *slot = key(p, i))
+                            .expect("publish");
+                        i += 1;
+                        continue;
+                    }
                     let mut claim = producer.claim(take).expect("claim");
                     claim.for_each_mut(|slot| {
                         *slot = key(p, i);

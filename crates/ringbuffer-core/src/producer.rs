@@ -286,32 +286,49 @@ impl<T> Producer<T> {
     /// consumer is gone. Claims granted before a close are still published and read.
     #[inline]
     pub fn claim(&self, n: usize) -> Result<Claim<'_, T>, Error> {
-        let core = &*self.core;
-        check_claim(n, core.capacity())?;
+        check_claim(n, self.core.capacity())?;
         if self.refuses() {
             return Err(Error::Closed);
         }
+        self.take(n)
+    }
+
+    /// Takes `n` sequences (checked by the caller) with one `fetch_add` and waits for their
+    /// slots to be free.
+    #[inline]
+    fn take(&self, n: usize) -> Result<Claim<'_, T>, Error> {
+        let core = &*self.core;
         let before = core.cursor.fetch_add(n as u64, Ordering::AcqRel);
         if before & CLOSED_BIT != 0 {
             return Err(Error::Closed);
         }
         let end = before + n as u64;
         if end > self.limit.load(Ordering::Acquire) {
-            let cap = core.capacity() as u64;
-            let needed = end - cap;
-            let mut cache = GateCache::new();
-            let ready = || match core.gate(&mut cache, 0, needed) {
-                Ok(gate) if gate >= needed => Some(Ok(gate)),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            };
-            match wait_for(core.strategy, &core.space, &core.data, None, ready) {
-                Waited::Ready(Ok(gate)) => self.raise_limit(gate + cap),
-                Waited::Ready(Err(e)) => return Err(e),
-                Waited::TimedOut => return Err(Error::Timeout),
-            }
+            self.wait_for_space(end)?;
         }
         Ok(Claim::new(core, before, end, Publisher::Multi))
+    }
+
+    /// Waits until every consumer has released the slots up to `end` (taken already).
+    #[cold]
+    fn wait_for_space(&self, end: u64) -> Result<(), Error> {
+        let core = &*self.core;
+        let cap = core.capacity() as u64;
+        let needed = end - cap;
+        let mut cache = GateCache::new();
+        let ready = || match core.gate(&mut cache, 0, needed) {
+            Ok(gate) if gate >= needed => Some(Ok(gate)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        };
+        match wait_for(core.strategy, &core.space, &core.data, None, ready) {
+            Waited::Ready(Ok(gate)) => {
+                self.raise_limit(gate + cap);
+                Ok(())
+            }
+            Waited::Ready(Err(e)) => Err(e),
+            Waited::TimedOut => Err(Error::Timeout),
+        }
     }
 
     /// Claims `n` slots only if they are free right now ([`Error::Full`] otherwise). Takes
@@ -381,9 +398,18 @@ impl<T> Producer<T> {
     }
 
     /// Claims one slot, lets `fill` write it, publishes it; returns its sequence.
+    ///
+    /// The single-event path: unlike [`claim`](Self::claim) it does not read the shared
+    /// cursor before taking a sequence (a close shows in the `fetch_add`'s result instead),
+    /// so the cursor's line moves to this core once per event rather than being read first
+    /// and then written. A panicking `fill` publishes the slot's fresh factory value, as a
+    /// dropped claim does.
     #[inline]
     pub fn publish_with(&self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
-        let mut claim = self.claim(1)?;
+        if self.core.consumers_gone.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let mut claim = self.take(1)?;
         let seq = claim.first_sequence();
         if let Some(slot) = claim.get_mut(0) {
             fill(slot);

@@ -395,3 +395,30 @@ fn a_subscribe_handle_adds_subscribers_from_other_threads() {
     let mut after_close = handle.subscribe();
     assert_eq!(after_close.try_read().err(), Some(Error::Closed));
 }
+
+/// The MPSC single-event path: a `fill` that panics publishes the slot's factory value (no
+/// hole for the consumer), and publishes after a close are refused without disturbing what
+/// the consumer drains.
+#[test]
+fn mpsc_publish_with_panicking_fill_leaves_no_hole() {
+    let (p, mut c) = RingBuilder::<u64>::new(4).mpsc().unwrap();
+    p.push(1).unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.publish_with(|_| panic!("fill failed on purpose"))
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(p.publish_with(|slot| *slot = 3), Ok(2));
+    p.close();
+    for _ in 0..5 {
+        assert_eq!(p.push(9), Err(Error::Closed));
+    }
+    let mut got = Vec::new();
+    let end = loop {
+        match c.read() {
+            Ok(batch) => got.extend(batch.iter().copied()),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(got, vec![1, 0, 3]);
+    assert_eq!(end, Error::Closed);
+}
