@@ -71,6 +71,12 @@ pub enum PipeError {
     },
     /// The pipe was closed before the write was staged.
     Closed,
+    /// A thread of the pipe panicked (in a `Storage` or `Payload` implementation): the pipe is
+    /// failed, as after an I/O error, so waiters get this instead of waiting forever.
+    Panicked {
+        /// Which thread: `"flusher"` or `"sync worker"`.
+        thread: &'static str,
+    },
 }
 
 impl PipeError {
@@ -137,6 +143,9 @@ impl fmt::Display for PipeError {
                 write!(f, "epoch {epoch} was never handed out (newest is {newest})")
             }
             PipeError::Closed => f.write_str("the pipe is closed"),
+            PipeError::Panicked { thread } => {
+                write!(f, "the pipe's {thread} thread panicked; the pipe is failed")
+            }
         }
     }
 }

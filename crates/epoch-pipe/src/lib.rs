@@ -22,7 +22,8 @@
 //! acknowledged before it return that [`PipeError`], every later write returns it, and the
 //! durable epoch never moves again, even if a later sync succeeds (after a failed `fsync`
 //! Linux may have dropped the dirty pages, so a retry proves nothing). Reads through
-//! [`Pipe::storage`] keep working.
+//! [`Pipe::storage`] keep working. A panic on one of the pipe's threads (in a [`Storage`] or
+//! [`Payload`] implementation) fails it the same way, with [`PipeError::Panicked`].
 //!
 //! # Map
 //! - [`pipe`](Pipe): staging, flusher, sync workers, waiting ([`Pipe`], [`Transaction`],

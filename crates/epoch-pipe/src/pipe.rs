@@ -256,6 +256,26 @@ struct Notify {
     wakers: Vec<(u64, Waker)>,
 }
 
+/// Fails the pipe when the thread holding it unwinds (a panicking `Storage` or `Payload`
+/// implementation), so that waiters get [`PipeError::Panicked`] instead of waiting forever for
+/// a sync that will never come, and `close` reports it. Declared first in the thread's
+/// function, it is dropped after every lock guard of that thread.
+struct FailOnPanic<'a, S: Storage> {
+    shared: &'a Shared<S>,
+    thread: &'static str,
+}
+
+impl<S: Storage> Drop for FailOnPanic<'_, S> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.shared.fail(PipeError::Panicked {
+                thread: self.thread,
+            });
+            self.shared.stop_sync_workers();
+        }
+    }
+}
+
 struct Shared<S> {
     storage: S,
     config: PipeConfig,
@@ -669,6 +689,10 @@ impl<S: Storage> Shared<S> {
     }
 
     fn run_flusher(&self) {
+        let _fail_on_panic = FailOnPanic {
+            shared: self,
+            thread: "flusher",
+        };
         let length = self.storage.len();
         // Without a floor, zeros could land on data written before this pipe started.
         let zero_floor = self.config.zero_from.or(length.as_ref().ok().copied());
@@ -877,6 +901,10 @@ impl<S: Storage> Shared<S> {
     }
 
     fn run_sync_worker(&self) {
+        let _fail_on_panic = FailOnPanic {
+            shared: self,
+            thread: "sync worker",
+        };
         let mut syncs = lock(&self.syncs);
         loop {
             let Some(epoch) = syncs.queued.take() else {

@@ -540,3 +540,65 @@ fn a_payload_of_more_than_a_thousand_slices_is_written_whole() {
     pipe.wait_durable(epoch).unwrap();
     assert_eq!(&disk.durable_contents()[..data.len()], &data[..]);
 }
+
+/// A storage that panics in `sync_data` once armed.
+struct PanickingSync {
+    disk: SimDisk,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Storage for PanickingSync {
+    fn write_vectored_at(
+        &self,
+        offset: u64,
+        buffers: &[std::io::IoSlice<'_>],
+    ) -> std::io::Result<usize> {
+        self.disk.write_vectored_at(offset, buffers)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        if self.armed.load(std::sync::atomic::Ordering::Acquire) {
+            panic!("this storage panics on purpose");
+        }
+        self.disk.sync_data()
+    }
+    fn allocate(&self, len: u64) -> std::io::Result<()> {
+        self.disk.allocate(len)
+    }
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.disk.read_at(offset, buffer)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.disk.len()
+    }
+}
+
+/// A panic on a pipe thread fails the pipe: the waiter gets `Panicked` (it used to wait
+/// forever), later writes are refused, what was durable stays durable, `close` reports it.
+#[test]
+fn a_panicking_storage_fails_the_pipe() {
+    for (syncs_in_flight, thread) in [(1, "flusher"), (2, "sync worker")] {
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let storage = PanickingSync {
+            disk: SimDisk::new(),
+            armed: Arc::clone(&armed),
+        };
+        let pipe = Pipe::new(
+            storage,
+            PipeConfig {
+                syncs_in_flight,
+                ..config()
+            },
+        )
+        .unwrap();
+        let durable = pipe.write(vec![1u8; 8], 0).unwrap();
+        pipe.wait_durable(durable).unwrap();
+        armed.store(true, std::sync::atomic::Ordering::Release);
+        let lost = pipe.write(vec![2u8; 8], 1).unwrap();
+        let panicked = PipeError::Panicked { thread };
+        assert_eq!(pipe.wait_durable(lost), Err(panicked.clone()));
+        assert_eq!(pipe.write(vec![3u8; 8], 2), Err(panicked.clone()));
+        assert_eq!(pipe.wait_durable(durable), Ok(()));
+        assert!(panicked.to_string().contains(thread));
+        assert_eq!(pipe.close(), Err(panicked));
+    }
+}
