@@ -417,18 +417,19 @@ impl<S: Storage> Pipe<S> {
             return Ok(());
         }
         let shared = &*self.shared;
-        shared
-            .sleepers
-            .wait_until(|| durable() || shared.failed.load(Ordering::Acquire));
-        // The durable epoch never moves after a failure, so a durable epoch is an answer
-        // whatever happened since.
-        if durable() {
-            return Ok(());
-        }
-        match lock(&shared.notify).failure.clone() {
-            Some(failure) => Err(failure),
-            None => {
-                unreachable!("a sleeper wakes only once its epoch is durable or the pipe failed")
+        // One pass: `failed` is set under the notify lock after `failure`, so a sleeper that
+        // saw it finds the failure there.
+        loop {
+            shared
+                .sleepers
+                .wait_until(|| durable() || shared.failed.load(Ordering::Acquire));
+            // The durable epoch never moves after a failure, so a durable epoch is an answer
+            // whatever happened since.
+            if durable() {
+                return Ok(());
+            }
+            if let Some(failure) = lock(&shared.notify).failure.clone() {
+                return Err(failure);
             }
         }
     }
