@@ -32,6 +32,8 @@
 //!   O_DIRECT) and [`SimDisk`] (unsynced data kept apart, crashes, faults on cue).
 //! - [`Payload`]: what a write carries (`Vec<u8>`, boxed slices, pooled chunks).
 //! - [`PipeError`]: typed failures.
+//! - [`WakeWord`]: the futex word blocked waiters sleep on (one call wakes a whole group),
+//!   also for owners that answer their own callers in groups.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
@@ -48,6 +50,7 @@ pub use pipe::{ConfigError, Durable, Epoch, Pipe, PipeConfig, PipeStats, Transac
 pub use storage::{
     Backend, CrashMode, Fault, FileOptions, FileStorage, SimDisk, Storage, sync_parent_dir,
 };
+pub use sync::WakeWord;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

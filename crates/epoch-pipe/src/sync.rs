@@ -33,7 +33,24 @@ pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexG
 }
 
 /// A generation counter that threads sleep on until it moves; one [`WakeWord::advance`] wakes
-/// every sleeper at once.
+/// every sleeper at once. The pipe's blocked waiters sleep on one; an owner that answers its
+/// own callers in groups on top of the pipe (the event store's appenders) can use another.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use epoch_pipe::WakeWord;
+///
+/// let word = Arc::new(WakeWord::new());
+/// let done = Arc::new(AtomicBool::new(false));
+/// let waiter = {
+///     let (word, done) = (Arc::clone(&word), Arc::clone(&done));
+///     std::thread::spawn(move || word.wait_until(|| done.load(Ordering::Acquire)))
+/// };
+/// done.store(true, Ordering::Release); // the state first,
+/// word.advance(); // then the word: every sleeper wakes and checks again
+/// waiter.join().unwrap();
+/// ```
 ///
 /// On Linux it is a futex: a single `FUTEX_WAKE` system call wakes all the sleepers, and the
 /// kernel batches their wake-ups (one inter-processor interrupt per CPU, not per thread).
@@ -41,7 +58,7 @@ pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexG
 /// of CPU per acknowledgement (~300k/s at most); woken all at once from one word, 3.5-3.9 us
 /// (~470k/s). Elsewhere, and under loom, it is a mutex and a condition variable with the same
 /// contract, so the loom models check the protocol of the code that ships.
-pub(crate) struct WakeWord {
+pub struct WakeWord {
     generation: AtomicU32,
     /// Threads inside [`WakeWord::wait_until`]: the waker skips the system call when none.
     sleepers: AtomicUsize,
@@ -49,8 +66,23 @@ pub(crate) struct WakeWord {
     parked: (Mutex<()>, Condvar),
 }
 
+impl Default for WakeWord {
+    fn default() -> Self {
+        WakeWord::new()
+    }
+}
+
+impl std::fmt::Debug for WakeWord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakeWord")
+            .field("sleepers", &self.sleepers.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 impl WakeWord {
-    pub(crate) fn new() -> WakeWord {
+    /// A word nobody sleeps on yet.
+    pub fn new() -> WakeWord {
         WakeWord {
             generation: AtomicU32::new(0),
             sleepers: AtomicUsize::new(0),
@@ -68,7 +100,7 @@ impl WakeWord {
     /// accesses, so loom checks the argument too). Either this thread sees the new generation
     /// (and so, by its release, the state written before it), or `advance` sees the sleeper
     /// and wakes the word; a sleep on a generation that already moved returns at once.
-    pub(crate) fn wait_until(&self, ready: impl Fn() -> bool) {
+    pub fn wait_until(&self, ready: impl Fn() -> bool) {
         self.sleepers.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         loop {
@@ -82,7 +114,7 @@ impl WakeWord {
     }
 
     /// Moves the generation and wakes every sleeper; returns how many there were (a hint).
-    pub(crate) fn advance(&self) -> usize {
+    pub fn advance(&self) -> usize {
         self.generation.fetch_add(1, Ordering::Release);
         fence(Ordering::SeqCst);
         let sleepers = self.sleepers.load(Ordering::Relaxed);

@@ -38,7 +38,7 @@
 //! - [`store`](Store): the API and opening/recovery ([`Store`], [`Domain`], [`AggregateType`],
 //!   [`Stream`], [`Subscription`], [`StoreOptions`], [`RecoveryReport`]).
 //! - `writer`: the single writer (expected versions, positions, encoding) and the completer
-//!   (durability, visibility, replies).
+//!   (durability, visibility, replies); `reply`: answers, a batch of appenders woken at once.
 //! - [`record`]: the record codec; `state`: the stream table, checkpoints, tail replay;
 //!   `log`: memory-mapped reads; `files`: the directory, its marker and its lock.
 //! - [`Event`], [`RecordedEvent`], [`Expected`], [`Receipt`]; [`StoreError`].
@@ -52,6 +52,7 @@ mod event;
 mod files;
 mod log;
 pub mod record;
+mod reply;
 mod state;
 mod store;
 mod writer;

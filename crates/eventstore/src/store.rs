@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use crate::event::{Event, EventView, Expected, Receipt, RecordedEvent};
 use crate::files;
 use crate::log::LogView;
 use crate::record::{self, Kind, StreamKey};
+use crate::reply::{Answers, Waiter};
 use crate::state::{self, CheckpointError, Committed};
 use crate::writer::{
     BATCH_BYTES, CHUNK, CommitNotice, Completer, Item, PackedEvent, Request, Visible, Writer,
@@ -130,6 +131,8 @@ struct Inner {
     recovery: RecoveryReport,
     /// The writer lock, released by close.
     lock: Mutex<Option<File>>,
+    /// Where appenders wait for their answers (woken a batch at a time).
+    answers: Arc<Answers>,
 }
 
 /// An open event store. Cheap to clone and share between threads (`Send + Sync`).
@@ -198,13 +201,13 @@ pub struct AppendItem<'a> {
 /// An append submitted without waiting: wait for it later.
 #[derive(Debug)]
 pub struct PendingAppend {
-    reply: Receiver<Result<Receipt>>,
+    reply: Waiter,
 }
 
 impl PendingAppend {
     /// Blocks until the append is durable (or failed).
     pub fn wait(self) -> Result<Receipt> {
-        self.reply.recv().unwrap_or(Err(StoreError::Closed))
+        self.reply.wait()
     }
 }
 
@@ -292,7 +295,9 @@ impl Store {
         let checkpoint_index = index
             .try_clone()
             .map_err(|e| StoreError::io(&index_path, e))?;
+        let answers = Arc::new(Answers::default());
         let completer = Completer {
+            answers: Arc::clone(&answers),
             pipe: Arc::clone(&pipe),
             visible: Arc::clone(&visible),
             live,
@@ -327,6 +332,7 @@ impl Store {
                 threads: Mutex::new(vec![writer_thread, completer_thread]),
                 recovery,
                 lock: Mutex::new(Some(lock)),
+                answers,
             }),
         })
     }
@@ -564,7 +570,7 @@ impl Store {
         {
             return Err(StoreError::Pipe(failure));
         }
-        let (reply, receiver) = mpsc::channel();
+        let (reply, waiter) = self.inner.answers.pair();
         // The request is moved into the claimed slot and out again by the writer: no copy of
         // the events, no lock.
         self.inner
@@ -575,7 +581,7 @@ impl Store {
                 bytes,
             }))
             .map_err(|_| StoreError::Closed)?;
-        Ok(PendingAppend { reply: receiver })
+        Ok(PendingAppend { reply: waiter })
     }
 
     fn read_visible(&self) -> std::sync::RwLockReadGuard<'_, Visible> {

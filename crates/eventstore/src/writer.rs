@@ -22,6 +22,7 @@ use ringbuffer_core::{BroadcastProducer, Consumer, Error as RingError};
 use crate::error::{Result, StoreError};
 use crate::event::{Expected, Receipt};
 use crate::record::{self, Header, Kind, StreamKey};
+use crate::reply::{Answers, Reply};
 use crate::state::{Committed, StreamState, Table};
 
 /// Bytes per pipe chunk: the log is written in 4 KiB-aligned pieces.
@@ -47,7 +48,7 @@ pub struct Item {
 #[derive(Debug)]
 pub struct Request {
     pub items: Vec<Item>,
-    pub reply: Sender<Result<Receipt>>,
+    pub reply: Reply,
     /// Log bytes it encodes to (at most; stream-created records counted for every item).
     pub bytes: usize,
 }
@@ -58,7 +59,7 @@ pub const BATCH_BYTES: usize = 8 << 20;
 /// A batch written and waiting for its epoch.
 struct Completion {
     epoch: Epoch,
-    replies: Vec<(Sender<Result<Receipt>>, Receipt)>,
+    replies: Vec<(Reply, Receipt)>,
     new_streams: Vec<StreamKey>,
     updates: Vec<(u64, u64, u64)>,
     next_position: u64,
@@ -172,7 +173,7 @@ impl Writer {
                         .unwrap_or_else(|p| p.into_inner())
                         .get_or_insert(failure.clone());
                     let refuse = |request: Request| {
-                        let _ = request.reply.send(Err(StoreError::Pipe(failure.clone())));
+                        request.reply.send(Err(StoreError::Pipe(failure.clone())));
                     };
                     pending.drain(..).for_each(refuse);
                     while let Ok(slots) = intake.read_mut() {
@@ -232,7 +233,7 @@ impl Writer {
             ) {
                 Ok(receipt) => replies.push((request.reply, receipt)),
                 Err(error) => {
-                    let _ = request.reply.send(Err(error));
+                    request.reply.send(Err(error));
                 }
             }
         }
@@ -276,7 +277,7 @@ impl Writer {
                     },
                 };
                 for (reply, _) in replies {
-                    let _ = reply.send(Err(StoreError::Pipe(failure.clone())));
+                    reply.send(Err(StoreError::Pipe(failure.clone())));
                 }
                 return Err(failure);
             }
@@ -421,6 +422,8 @@ pub struct CompletionMsg(Completion);
 
 /// The completer: waits for each batch's epoch in order, then publishes and answers.
 pub struct Completer {
+    /// Appenders wait here; one wake answers every batch made visible since the last.
+    pub answers: Arc<Answers>,
     pub pipe: Arc<Pipe<Box<dyn Storage>>>,
     pub visible: Arc<RwLock<Visible>>,
     /// The broadcast ring of live subscribers (they are evicted, never waited for, when a
@@ -435,7 +438,15 @@ impl Completer {
     /// Runs until the writer is gone and every completion is answered.
     pub fn run(mut self, completions: Receiver<CompletionMsg>) {
         let mut since_checkpoint = 0;
-        for CompletionMsg(completion) in completions {
+        let mut next = None;
+        loop {
+            let CompletionMsg(completion) = match next.take() {
+                Some(message) => message,
+                None => match completions.recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                },
+            };
             let failed = self
                 .failure
                 .lock()
@@ -474,7 +485,7 @@ impl Completer {
                     // Only a closed ring refuses, and only this thread closes it (on exit).
                     let _ = self.live.push(notice);
                     for (reply, receipt) in completion.replies {
-                        let _ = reply.send(Ok(receipt));
+                        reply.fill(Ok(receipt));
                     }
                     since_checkpoint += notice.end_position - notice.first_position;
                     if since_checkpoint >= self.checkpoint_every {
@@ -486,10 +497,20 @@ impl Completer {
                 Err(failure) => {
                     *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure.clone());
                     for (reply, _) in completion.replies {
-                        let _ = reply.send(Err(StoreError::Pipe(failure.clone())));
+                        reply.fill(Err(StoreError::Pipe(failure.clone())));
                     }
                 }
             }
+            // A batch behind this one that is durable already is answered with it: one wake
+            // for both, so its appenders are not woken once per batch.
+            if let Ok(message) = completions.try_recv() {
+                let durable = self.pipe.durable_epoch() >= message.0.epoch;
+                next = Some(message);
+                if durable {
+                    continue;
+                }
+            }
+            self.answers.wake();
         }
         if self
             .failure
