@@ -490,6 +490,9 @@ impl Completer {
                     since_checkpoint += notice.end_position - notice.first_position;
                     if since_checkpoint >= self.checkpoint_every {
                         since_checkpoint = 0;
+                        // Answer first: a checkpoint is written here, and the appenders
+                        // answered so far need not wait for it.
+                        self.answers.wake();
                         let visible = self.visible.read().unwrap_or_else(|p| p.into_inner());
                         (self.checkpoint)(&visible.state);
                     }
