@@ -38,6 +38,16 @@ impl Answers {
     }
 }
 
+/// Wakes the answered appenders when dropped (guards a thread that fills answers).
+#[derive(Debug)]
+pub struct WakeOnDrop(pub Arc<Answers>);
+
+impl Drop for WakeOnDrop {
+    fn drop(&mut self) {
+        self.0.wake();
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     answered: AtomicBool,

@@ -22,7 +22,7 @@ use ringbuffer_core::{BroadcastProducer, Consumer, Error as RingError};
 use crate::error::{Result, StoreError};
 use crate::event::{Expected, Receipt};
 use crate::record::{self, Header, Kind, StreamKey};
-use crate::reply::{Answers, Reply};
+use crate::reply::{Answers, Reply, WakeOnDrop};
 use crate::state::{Committed, StreamState, Table};
 
 /// Bytes per pipe chunk: the log is written in 4 KiB-aligned pieces.
@@ -437,6 +437,9 @@ pub struct Completer {
 impl Completer {
     /// Runs until the writer is gone and every completion is answered.
     pub fn run(mut self, completions: Receiver<CompletionMsg>) {
+        // However this thread ends (even by a panic), appenders whose answers were filled
+        // but not yet woken are woken.
+        let _wake_on_exit = WakeOnDrop(Arc::clone(&self.answers));
         let mut since_checkpoint = 0;
         let mut next = None;
         loop {
