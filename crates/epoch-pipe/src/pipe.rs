@@ -961,10 +961,10 @@ impl<S: Storage> Shared<S> {
     }
 
     fn publish_durable(&self, epoch: u64) {
-        self.release_room(epoch);
         let wakers = {
             let mut notify = lock(&self.notify);
             if notify.failure.is_some() {
+                // `fail` gave all the staging room back already.
                 return;
             }
             self.durable.fetch_max(epoch, Ordering::Release);
@@ -978,5 +978,8 @@ impl<S: Storage> Shared<S> {
         self.just_woken
             .fetch_add(sleepers + wakers.len(), Ordering::Relaxed);
         wakers.into_iter().for_each(|(_, waker)| waker.wake());
+        // After the wake-up: the acknowledged waiters wait on it, a writer held back by
+        // `max_staged_bytes` only on the room.
+        self.release_room(epoch);
     }
 }
