@@ -28,8 +28,7 @@ use crate::payload::Payload;
 use crate::spin::Spin;
 use crate::storage::Storage;
 use crate::sync::{
-    Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, WakeWord, lock,
-    thread, wait,
+    Arc, AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard, Ordering, WakeWord, lock, thread, wait,
 };
 
 /// A point in the pipe's write order. Every write (or transaction) gets the next epoch; once
@@ -245,10 +244,6 @@ struct Syncs {
     shutdown: bool,
 }
 
-/// Most scheduler yields the flusher spends letting just-woken writers rejoin before it
-/// takes a group.
-const MAX_GATHER_YIELDS: usize = 4;
-
 #[derive(Default)]
 struct Notify {
     failure: Option<PipeError>,
@@ -298,9 +293,10 @@ struct Shared<S> {
     newest: AtomicU64,
     /// Written groups not yet durable: (epoch, bytes), in epoch order.
     unsynced: Mutex<std::collections::VecDeque<(u64, u64)>>,
-    /// Waiters woken by syncs since the flusher last formed a group (a hint: see
-    /// `run_flusher`).
-    just_woken: AtomicUsize,
+    /// The epoch the flusher may wait for before it takes its next group: the writes that
+    /// the waiters acknowledged by the last publication are about to stage (a hint: see
+    /// `run_flusher`; 0 = none).
+    gather_until: AtomicU64,
     /// Groups written and syncs completed, for [`Pipe::stats`].
     groups: AtomicU64,
     syncs_done: AtomicU64,
@@ -359,7 +355,7 @@ impl<S: Storage> Pipe<S> {
             failed: AtomicBool::new(false),
             newest: AtomicU64::new(0),
             unsynced: Mutex::new(std::collections::VecDeque::new()),
-            just_woken: AtomicUsize::new(0),
+            gather_until: AtomicU64::new(0),
             groups: AtomicU64::new(0),
             syncs_done: AtomicU64::new(0),
             spin: Spin::new(config.wait_spin),
@@ -710,20 +706,18 @@ impl<S: Storage> Shared<S> {
         let mut taken = 0;
         let mut may_spin = false;
         loop {
+            // Waiters the last sync acknowledged are about to write again: give them the CPU
+            // for a moment so they join this group instead of the next (a group costs a whole
+            // fsync whatever its size). Bounded by a share of a sync; skipped when they are
+            // all back already.
+            let until = self.gather_until.swap(0, Ordering::Relaxed);
+            if until > 0 {
+                self.spin
+                    .gather(|| self.newest.load(Ordering::Acquire) >= until);
+            }
             let batch_bytes;
             {
                 let mut staging = lock(&self.staging);
-                // Waiters the last sync woke are about to write again: give them the CPU for a
-                // moment so they join this group instead of the next (a group costs a whole
-                // fsync whatever its size). Bounded, and skipped when they are all back.
-                let woken = self.just_woken.swap(0, Ordering::Relaxed);
-                let mut yields = 0;
-                while woken > 1 && staging.writes.len() < woken && yields < MAX_GATHER_YIELDS {
-                    drop(staging);
-                    thread::yield_now();
-                    yields += 1;
-                    staging = lock(&self.staging);
-                }
                 loop {
                     let stop =
                         staging.failure.is_some() || (staging.writes.is_empty() && staging.closed);
@@ -961,13 +955,16 @@ impl<S: Storage> Shared<S> {
     }
 
     fn publish_durable(&self, epoch: u64) {
+        let (staged_before, acknowledged);
         let wakers = {
             let mut notify = lock(&self.notify);
             if notify.failure.is_some() {
                 // `fail` gave all the staging room back already.
                 return;
             }
-            self.durable.fetch_max(epoch, Ordering::Release);
+            // Read before the acknowledgement: every write its waiters stage comes after.
+            staged_before = self.newest.load(Ordering::Acquire);
+            acknowledged = epoch.saturating_sub(self.durable.fetch_max(epoch, Ordering::Release));
             let (woken, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut notify.wakers)
                 .into_iter()
                 .partition(|(e, _)| *e <= epoch);
@@ -975,8 +972,14 @@ impl<S: Storage> Shared<S> {
             woken
         };
         let sleepers = self.sleepers.advance();
-        self.just_woken
-            .fetch_add(sleepers + wakers.len(), Ordering::Relaxed);
+        // Each acknowledged epoch that had a waiter may bring a write back: `sleepers` also
+        // counts waiters for later epochs and `acknowledged` writes nobody waited for, so the
+        // smaller of the two is the estimate.
+        let returning = acknowledged.min((sleepers + wakers.len()) as u64);
+        if returning > 1 {
+            self.gather_until
+                .fetch_max(staged_before + returning, Ordering::Relaxed);
+        }
         wakers.into_iter().for_each(|(_, waker)| waker.wake());
         // After the wake-up: the acknowledged waiters wait on it, a writer held back by
         // `max_staged_bytes` only on the room.
