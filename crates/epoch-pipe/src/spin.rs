@@ -232,7 +232,11 @@ mod tests {
             checks.fetch_add(1, Ordering::Relaxed);
             false
         });
-        assert_eq!(checks.load(Ordering::Relaxed), 1, "no sync measured: no wait");
+        assert_eq!(
+            checks.load(Ordering::Relaxed),
+            1,
+            "no sync measured: no wait"
+        );
         spin.time_sync(|| std::thread::sleep(BUDGET));
         let start = Instant::now();
         spin.gather(|| false);

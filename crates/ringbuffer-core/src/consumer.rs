@@ -7,7 +7,7 @@ use crate::batch::{Batch, BatchMut};
 use crate::error::Error;
 use crate::ring::{Core, Gating};
 use crate::sync::{Arc, AtomicU64, Ordering};
-use crate::wait::{Waited, wait_for};
+use crate::wait::{Waited, min_batch, top_up, wait_for};
 
 /// How long a read may wait.
 #[derive(Clone, Copy)]
@@ -66,6 +66,8 @@ pub struct Consumer<T> {
     core: Arc<Core<T>>,
     pos: u64,
     scanned: u64,
+    /// The last read found data without waiting.
+    streaming: bool,
 }
 
 impl<T> Consumer<T> {
@@ -74,6 +76,7 @@ impl<T> Consumer<T> {
             core,
             pos: 0,
             scanned: 0,
+            streaming: false,
         }
     }
 
@@ -100,7 +103,9 @@ impl<T> Consumer<T> {
         let core = &*self.core;
         let pos = self.pos;
         let scanned = &mut self.scanned;
-        let end = wait_read(core, wait, || {
+        let mut checks = 0u32;
+        let mut end = wait_read(core, wait, || {
+            checks += 1;
             let end = core.published_end(pos, scanned);
             if end > pos {
                 Some(Ok(end))
@@ -110,6 +115,15 @@ impl<T> Consumer<T> {
                 None
             }
         })?;
+        // A stream (this read and the one before found data at once) that delivers little per
+        // read is a consumer catching up with its producer: let it get ahead (see `top_up`).
+        let streaming = std::mem::replace(&mut self.streaming, checks == 1);
+        if streaming && checks == 1 && !matches!(wait, ReadWait::No) {
+            let want = pos + min_batch::<T>(core.capacity());
+            if end < want {
+                end = top_up(|| core.published_end(pos, scanned), want);
+            }
+        }
         let Gating::Single(released) = &core.gating else {
             unreachable!("a Consumer is only built for single-consumer rings")
         };

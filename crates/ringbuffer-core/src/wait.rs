@@ -51,19 +51,23 @@ pub enum WaitStrategy {
     BusySpin,
 }
 
-/// Spin iterations (with doubling pause counts, the first of `1 << FIRST_SPIN_SHIFT`) before
-/// the first yield.
+/// Spin rounds before the first yield; each round pauses twice as long as the one before,
+/// the first for [`FIRST_SPIN`].
 #[cfg(not(ringbuffer_loom))]
 const SPIN_ROUNDS: u32 = 2;
-/// The first spin is 32 pauses (~0.9 us on the AMD EPYC this was tuned on, 27 ns a pause):
-/// a caught-up consumer that polls again at once pulls the producer's cursor and slot lines
-/// back every few events, so both crawl; waiting about a microsecond lets the producer get a
-/// few lines ahead. Measured in one process, 9 runs each, 1P1C batch 1 against rtrb: 0.56x
-/// with the old 1, 2, 4 ... 32 pause ladder, 1.05x with 32 then 64 pauses; 2P1C and 4P1C
-/// batch 1 gained ~1.5x and the CPU-hog case stopped collapsing (min 372 vs 69 M/s). The
-/// total spin before yielding (96 pauses) is about what the old ladder spent (63).
+/// How long the first spin round lasts: a caught-up consumer that polls again at once pulls
+/// the producer's cursor and slot lines back every few events, so both crawl; waiting about a
+/// microsecond lets the producer get a few lines ahead. The round is counted in `pause`
+/// instructions, whose length differs ~3x between CPUs (27 ns on the AMD EPYC this was first
+/// tuned on, 8.4 ns on the Intel Xeon of session 6), so it is calibrated at run time
+/// ([`first_spin_pauses`]). Measured in one process, 5 runs each, on the Xeon (1P1C batch 1 /
+/// batch 64 / 2P1C batch 64, M events/s): 32 pauses (0.27 us, the old fixed count) 69-86 /
+/// 337-385 / 127-133; 128 (1.1 us) 183-261 / 450-479 / 139-144; 256 (2.2 us) 205-267 /
+/// 322-444 / 108-115; 1024: 130-299 / 152-269 / 57-76. On the EPYC, 32 pauses (0.86 us)
+/// against the older 1, 2, 4 ... 32 ladder: 1P1C batch 1 0.56x -> 1.05x rtrb, 2P1C and 4P1C
+/// batch 1 ~1.5x.
 #[cfg(not(ringbuffer_loom))]
-const FIRST_SPIN_SHIFT: u32 = 5;
+const FIRST_SPIN: Duration = Duration::from_nanos(1000);
 /// `yield_now` calls before a [`WaitStrategy::Blocking`] waiter parks (~24 us here when
 /// nothing else is runnable, 0.74 us a yield; an idle waiter then parks at ~0% CPU). With
 /// more busy threads than cores the thread a waiter needs is often runnable but
@@ -106,9 +110,82 @@ const YIELDS_HURT_FOR: Duration = Duration::from_millis(20);
 #[cfg(ringbuffer_loom)]
 const SPIN_ROUNDS: u32 = 1;
 #[cfg(ringbuffer_loom)]
-const FIRST_SPIN_SHIFT: u32 = 0;
-#[cfg(ringbuffer_loom)]
 const YIELD_ROUNDS: u32 = 1;
+
+/// `pause` instructions in the first spin round: [`FIRST_SPIN`] measured on this CPU once per
+/// process (the fastest of a few timings, so a preemption during one does not count),
+/// between 8 and 4096.
+#[cfg(not(ringbuffer_loom))]
+fn first_spin_pauses() -> u32 {
+    static PAUSES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let known = PAUSES.load(std::sync::atomic::Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    const SAMPLE: u32 = 512;
+    let fastest = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..SAMPLE {
+                spin_loop();
+            }
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or(FIRST_SPIN)
+        .max(Duration::from_nanos(1));
+    let pauses = (FIRST_SPIN.as_nanos() * u128::from(SAMPLE) / fastest.as_nanos()).clamp(8, 4096);
+    let pauses = pauses as u32;
+    PAUSES.store(pauses, std::sync::atomic::Ordering::Relaxed);
+    pauses
+}
+
+/// Under loom every pause is a model-checker yield: one per round.
+#[cfg(ringbuffer_loom)]
+fn first_spin_pauses() -> u32 {
+    1
+}
+
+/// A streaming consumer that finds less than this many bytes of entries waits a moment for
+/// more ([`top_up`]).
+#[cfg(not(ringbuffer_loom))]
+const MIN_BATCH_BYTES: usize = 4096;
+
+/// The batch a streaming consumer waits for: [`MIN_BATCH_BYTES`] of entries, at most half the
+/// ring (1 under loom, where nobody waits for more).
+pub(crate) fn min_batch<T>(capacity: usize) -> u64 {
+    #[cfg(not(ringbuffer_loom))]
+    let entries = MIN_BATCH_BYTES / std::mem::size_of::<T>().max(1);
+    #[cfg(ringbuffer_loom)]
+    let entries = 1;
+    entries.clamp(1, (capacity / 2).max(1)) as u64
+}
+
+/// Re-reads `published_end` until it reaches `want` or one first spin round has passed, and
+/// returns the last answer.
+///
+/// Why: a consumer that keeps up with a fast producer reads a few entries at a time, and each
+/// read pulls the producer's cursor line and the slot line it is filling away from it, so
+/// both crawl (1P1C batch 1 settled at ~60 entries a read and ~180 M events/s on the Xeon).
+/// When the previous read found data without waiting (a stream, not a trickle) and this one
+/// finds less than [`min_batch`], waiting about a microsecond lets the producer get lines
+/// ahead: ~540 entries a read and ~275 M/s, measured in one process, 5 runs each (4096 bytes;
+/// 1024: ~240 M/s; 16 KiB: no better). A trickle never waits here: its reads wait anyway.
+pub(crate) fn top_up(mut published_end: impl FnMut() -> u64, want: u64) -> u64 {
+    const CHECKS: u32 = 8;
+    let pauses = (first_spin_pauses() / CHECKS).max(1);
+    let mut end = published_end();
+    for _ in 0..CHECKS {
+        if end >= want {
+            break;
+        }
+        for _ in 0..pauses {
+            spin_loop();
+        }
+        end = published_end();
+    }
+    end
+}
 
 /// One waiter's progress through spin -> yield -> park.
 #[derive(Debug)]
@@ -141,7 +218,7 @@ impl Backoff {
                 false
             }
             _ if self.step < SPIN_ROUNDS => {
-                for _ in 0..(1u32 << (FIRST_SPIN_SHIFT + self.step)) {
+                for _ in 0..(first_spin_pauses() << self.step) {
                     spin_loop();
                 }
                 self.step += 1;
@@ -367,5 +444,46 @@ pub(crate) fn wait_for<R>(
                 return Waited::Ready(r);
             }
         }
+    }
+}
+
+#[cfg(all(test, not(ringbuffer_loom)))]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn the_first_spin_is_calibrated_once_within_bounds() {
+        let pauses = first_spin_pauses();
+        assert!((8..=4096).contains(&pauses), "{pauses} pauses");
+        assert_eq!(first_spin_pauses(), pauses, "measured once per process");
+    }
+
+    #[test]
+    fn a_top_up_stops_once_the_batch_is_big_enough_or_after_its_checks() {
+        let reads = Cell::new(0u64);
+        let growing = || {
+            reads.set(reads.get() + 1);
+            reads.get() * 10
+        };
+        assert_eq!(top_up(growing, 30), 30);
+        assert_eq!(reads.get(), 3);
+
+        reads.set(0);
+        let stuck = || {
+            reads.set(reads.get() + 1);
+            5
+        };
+        assert_eq!(top_up(stuck, 30), 5, "gives up with what there is");
+        assert_eq!(reads.get(), 9, "one read, then one per check");
+    }
+
+    #[test]
+    fn the_wanted_batch_is_a_page_of_entries_at_most_half_the_ring() {
+        assert_eq!(min_batch::<u64>(8192), 512);
+        assert_eq!(min_batch::<[u8; 64]>(8192), 64);
+        assert_eq!(min_batch::<u64>(256), 128);
+        assert_eq!(min_batch::<u64>(1), 1);
+        assert_eq!(min_batch::<()>(8192), 4096);
     }
 }
