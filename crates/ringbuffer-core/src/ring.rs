@@ -114,6 +114,18 @@ impl fmt::Debug for GateCache {
     }
 }
 
+/// Publication of one multi-producer claim, kept at the slot of its first sequence: once
+/// `start` is published, `seq == start + 1` and `len` is the claim's length. The consumer
+/// walks from claim to claim (its position is always the start of one), so a batch of `n`
+/// costs one mark store and one mark load instead of `n` of each. Marks of other slots keep
+/// whatever an older lap left; the consumer never looks at them, and an older lap's value
+/// cannot match the current sequence.
+#[derive(Default)]
+struct ClaimMark {
+    seq: AtomicU64,
+    len: AtomicU64,
+}
+
 /// The shared ring.
 pub(crate) struct Core<T> {
     /// Single producer: end of the published prefix. Multi producer: next unclaimed
@@ -125,8 +137,8 @@ pub(crate) struct Core<T> {
     pub(crate) close_seq: CachePadded<AtomicU64>,
     /// Live multi-producer handles (unused for single-producer rings).
     pub(crate) producers: AtomicUsize,
-    /// Multi producer only: `marks[s & mask] == s + 1` once sequence `s` is published.
-    marks: Box<[AtomicU64]>,
+    /// Multi producer only: the publication mark of the claim that starts at each slot.
+    marks: Box<[ClaimMark]>,
     slots: Box<[UnsafeCell<T>]>,
     mask: u64,
     pub(crate) gating: Gating,
@@ -182,7 +194,7 @@ impl<T> Core<T> {
         crate::sync::init_barriers();
         let slots = (0..capacity).map(|_| UnsafeCell::new(factory())).collect();
         let marks = if multi {
-            (0..capacity).map(|_| AtomicU64::new(0)).collect()
+            (0..capacity).map(|_| ClaimMark::default()).collect()
         } else {
             Box::default()
         };
@@ -258,33 +270,39 @@ impl<T> Core<T> {
         unsafe { *self.slot_mut_ptr(seq) = fresh };
     }
 
-    /// Marks `[start, end)` published (multi-producer rings).
+    /// Marks the claim `[start, end)` published (multi-producer rings).
     #[inline]
     pub(crate) fn mark_published(&self, start: u64, end: u64) {
-        for seq in start..end {
-            let index = (seq & self.mask) as usize;
-            // SAFETY-free: plain indexing; `marks.len() == capacity`.
-            self.marks[index].store(seq + 1, Ordering::Release);
-        }
+        debug_assert!(start < end && end - start <= self.capacity() as u64);
+        let mark = &self.marks[(start & self.mask) as usize];
+        // The length first: the release store of `seq` publishes it with the slots.
+        mark.len.store(end - start, Ordering::Relaxed);
+        mark.seq.store(start + 1, Ordering::Release);
     }
 
     /// End of the contiguous published prefix, looking from `from` (a position the caller
-    /// has not read yet). `scanned` is the caller's memo of how far it already verified.
+    /// has not read yet, always the start of a claim). `scanned` is the caller's memo of how
+    /// far it already verified (also the start of a claim).
     #[inline]
     pub(crate) fn published_end(&self, from: u64, scanned: &mut u64) -> u64 {
         if !self.is_multi() {
             return self.cursor.load(Ordering::Acquire);
         }
-        // The marks alone tell what is published (a slot's mark is `seq + 1` only once `seq`
-        // was published there), so the scan never reads the claim cursor: every producer's
-        // claim is a read-modify-write of that line, and a consumer polling it while it waits
-        // would pull the line away from them once per poll.
+        // The marks alone tell what is published (a claim's mark holds `start + 1` only once
+        // it was published), so the scan never reads the claim cursor: every producer's claim
+        // is a read-modify-write of that line, and a consumer polling it while it waits would
+        // pull the line away from them once per poll.
         let mut seq = from.max(*scanned);
         let limit = from + self.capacity() as u64;
-        while seq < limit
-            && self.marks[(seq & self.mask) as usize].load(Ordering::Acquire) == seq + 1
-        {
-            seq += 1;
+        while seq < limit {
+            let mark = &self.marks[(seq & self.mask) as usize];
+            if mark.seq.load(Ordering::Acquire) != seq + 1 {
+                break;
+            }
+            let len = mark.len.load(Ordering::Relaxed);
+            // A claim ends at most a ring past the consumer's position (producers are gated).
+            debug_assert!(len >= 1 && seq + len <= limit, "claim of {len} at {seq}");
+            seq += len;
         }
         *scanned = seq;
         seq

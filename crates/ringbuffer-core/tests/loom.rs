@@ -71,6 +71,44 @@ fn multi_producer_out_of_order_finish_and_wrap() {
 }
 
 #[test]
+fn multi_producer_claims_of_several_slots_wrap() {
+    // A claim's mark sits at its first slot with its length: the consumer must step over a
+    // 2-slot claim as one, and a wrapped-around slot's older mark must never pass for a new
+    // one (ring of 2, three claims).
+    loom::model(|| {
+        let (p, mut c) = RingBuilder::<u64>::new(2)
+            .wait_strategy(WaitStrategy::Blocking)
+            .mpsc()
+            .unwrap();
+        let pair = {
+            let p = p.clone();
+            thread::spawn(move || {
+                let mut claim = p.claim(2).unwrap();
+                claim.write(0, 10);
+                claim.write(1, 11);
+                claim.publish();
+            })
+        };
+        let single = {
+            let p = p.clone();
+            thread::spawn(move || p.push(20).unwrap())
+        };
+        drop(p);
+        let seen = drain_mpsc(&mut c);
+        assert_eq!(seen.len(), 3);
+        let pair_at = seen.iter().position(|&v| v == 10).unwrap();
+        assert_eq!(
+            seen.get(pair_at + 1),
+            Some(&11),
+            "a claim is read whole: {seen:?}"
+        );
+        assert!(seen.contains(&20));
+        pair.join().unwrap();
+        single.join().unwrap();
+    });
+}
+
+#[test]
 fn broadcast_gating_with_join_and_leave() {
     loom::model(|| {
         // `seed` never reads: it gates the producer (ring of 2, three entries) until it
