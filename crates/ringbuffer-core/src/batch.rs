@@ -20,6 +20,9 @@ pub struct Batch<'a, T> {
     end: u64,
     release_to: &'a AtomicU64,
     pos: &'a mut u64,
+    /// The one consumer of an MPSC/SPSC ring flags that it holds a batch, so a producer
+    /// waiting for space spins through it rather than yield its core away.
+    sole_consumer: bool,
 }
 
 impl<'a, T> Batch<'a, T> {
@@ -36,7 +39,15 @@ impl<'a, T> Batch<'a, T> {
             end,
             release_to,
             pos,
+            sole_consumer: false,
         }
+    }
+
+    /// A batch of the one consumer of an MPSC/SPSC ring (see `sole_consumer`).
+    pub(crate) fn sole(mut self) -> Self {
+        self.sole_consumer = true;
+        self.core.data.set_busy(true);
+        self
     }
 
     /// Number of entries (at least 1).
@@ -118,6 +129,9 @@ impl<T> Drop for Batch<'_, T> {
     fn drop(&mut self) {
         *self.pos = self.end;
         self.release_to.store(self.end, Ordering::Release);
+        if self.sole_consumer {
+            self.core.data.set_busy(false);
+        }
         self.core.space.notify();
     }
 }

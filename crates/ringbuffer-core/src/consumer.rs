@@ -128,7 +128,7 @@ impl<T> Consumer<T> {
             unreachable!("a Consumer is only built for single-consumer rings")
         };
         let released: &AtomicU64 = released;
-        Ok(Batch::new(core, pos, end, released, &mut self.pos))
+        Ok(Batch::new(core, pos, end, released, &mut self.pos).sole())
     }
 
     /// Like [`read`](Self::read), with mutable access to the entries: this is the ring's only
