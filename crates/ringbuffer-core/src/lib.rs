@@ -9,7 +9,7 @@
 //!
 //! | builder method | producers | consumers | claim |
 //! |---|---|---|---|
-//! | [`RingBuilder::mpsc`] / [`mpsc`] | many ([`Producer`]: `Clone` and `Sync`, claims take `&self`) | one [`Consumer`] | `fetch_add` on a padded cursor, one publication mark per claim |
+//! | [`RingBuilder::mpsc`] / [`mpsc`] | many ([`Producer`]: `Clone` and `Sync`, claims take `&self`) | one [`Consumer`] | compare-and-swap on a padded cursor once there is space, one publication mark per claim |
 //! | [`RingBuilder::spsc`] / [`spsc`] | one [`SingleProducer`] | one [`Consumer`] | no atomic read-modify-write |
 //! | [`RingBuilder::broadcast`] / [`broadcast`] | one [`BroadcastProducer`] | any number of [`BroadcastConsumer`]s, joining and leaving at run time, each seeing everything | no atomic read-modify-write |
 //! | [`RingBuilder::work_sharing`] | one [`SingleProducer`] | several [`WorkConsumer`]s, each entry to exactly one | no atomic read-modify-write |
