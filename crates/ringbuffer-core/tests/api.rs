@@ -162,6 +162,32 @@ fn close_wakes_parked_consumer_and_keeps_granted_claims() {
 }
 
 #[test]
+fn a_producer_waiting_for_space_holds_no_sequences() {
+    // A full ring: the waiting producer must not have taken sequence 2 already, or the close
+    // would leave the consumer a granted claim to wait for (or a hole to read past).
+    let (p, mut c) = RingBuilder::<u64>::new(2).mpsc().unwrap();
+    p.push(1).unwrap();
+    p.push(2).unwrap();
+    let waiting = {
+        let p = p.clone();
+        std::thread::spawn(move || p.push(3))
+    };
+    assert_eq!(p.try_claim(1).err(), Some(Error::Full));
+    // Whether the waiting producer got to wait yet or not, it took nothing: the close leaves
+    // exactly the two published entries (a taken sequence would be granted and read too).
+    p.close();
+    assert_eq!(waiting.join().unwrap(), Err(Error::Closed));
+    let mut got = Vec::new();
+    let end = loop {
+        match c.read() {
+            Ok(batch) => got.extend(batch.iter().copied()),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!((got, end), (vec![1, 2], Error::Closed));
+}
+
+#[test]
 fn read_timeout_and_parked_wakeup() {
     let (mut p, mut c) = RingBuilder::<u64>::new(8).spsc().unwrap();
     assert_eq!(
