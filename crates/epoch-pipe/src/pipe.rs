@@ -713,7 +713,7 @@ impl<S: Storage> Shared<S> {
             let until = self.gather_until.swap(0, Ordering::Relaxed);
             if until > 0 {
                 self.spin
-                    .gather(|| self.newest.load(Ordering::Acquire) >= until);
+                    .gather(until, || self.newest.load(Ordering::Acquire));
             }
             let batch_bytes;
             {
