@@ -10,7 +10,7 @@ pub(crate) enum Publisher<'a> {
     /// Single producer: store the new end into the cursor and advance the producer's
     /// private `next`.
     Single(&'a mut u64),
-    /// Multi producer: set each slot's publication mark.
+    /// Multi producer: set the claim's publication mark (at its first slot).
     Multi,
 }
 

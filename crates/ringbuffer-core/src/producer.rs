@@ -240,6 +240,14 @@ impl<T> fmt::Debug for SingleProducer<T> {
     }
 }
 
+/// Refused attempts after which a blocking MPSC claim reserves its sequences (see
+/// `Producer::take_waiting`): past the spin and yield phases, so a claim that waits briefly
+/// never holds a hole. Under loom, 2, so the models reach the reservation too.
+#[cfg(not(ringbuffer_loom))]
+const RESERVE_AFTER_REFUSALS: u32 = 64;
+#[cfg(ringbuffer_loom)]
+const RESERVE_AFTER_REFUSALS: u32 = 2;
+
 /// One of the producers of an MPSC ring; clone it for each producing thread.
 ///
 /// A claim checks for space, then takes its sequences with a compare-and-swap of the shared
@@ -278,7 +286,9 @@ impl<T> Producer<T> {
 
     /// Claims `n` slots, waiting for space if needed. Ends with [`Error::Closed`] if the ring
     /// is closed or the consumer is gone (also while waiting). Claims granted before a close
-    /// are still published and read.
+    /// are still published and read. A claim takes its sequences only once their slots are
+    /// free; one that keeps being refused (other producers keep taking the freed slots)
+    /// reserves them after a while and waits in line.
     #[inline]
     pub fn claim(&self, n: usize) -> Result<Claim<'_, T>, Error> {
         check_claim(n, self.core.capacity())?;
@@ -309,15 +319,61 @@ impl<T> Producer<T> {
     }
 
     /// Waits (until `deadline`, if any) for room for `n` slots and takes them.
+    ///
+    /// A compare-and-swap only wins when all `n` slots are free at that moment, so under
+    /// steady load from other producers a large claim could be refused for as long as the
+    /// load lasts. A claim without a deadline that was refused [`RESERVE_AFTER_REFUSALS`]
+    /// times therefore reserves its sequences ([`Producer::reserve`]) and waits for them in
+    /// line; a claim with a deadline keeps retrying until the deadline (a reservation cannot
+    /// be given back).
     #[cold]
     fn take_waiting(&self, n: usize, deadline: Option<Instant>) -> Result<u64, Error> {
         let core = &*self.core;
+        let mut refusals = 0;
+        let mut reserve = false;
         let ready = || match self.try_take_checked(n) {
-            Err(Error::Full) => None,
+            Err(Error::Full) => {
+                refusals += 1;
+                reserve = deadline.is_none() && refusals >= RESERVE_AFTER_REFUSALS;
+                reserve.then_some(Err(Error::Full))
+            }
             other => Some(other),
         };
         match wait_for(core.strategy, &core.space, &core.data, deadline, ready) {
+            Waited::Ready(Err(Error::Full)) if reserve => self.reserve(n),
             Waited::Ready(taken) => taken,
+            Waited::TimedOut => Err(Error::Timeout),
+        }
+    }
+
+    /// Takes `n` sequences with a `fetch_add`, free or not, then waits until every consumer
+    /// has released their slots. It cannot be refused, but until it is published the claim is
+    /// a hole the consumer waits behind: only for claims refused many times.
+    #[cold]
+    fn reserve(&self, n: usize) -> Result<u64, Error> {
+        let core = &*self.core;
+        let before = core.cursor.fetch_add(n as u64, Ordering::AcqRel);
+        if before & CLOSED_BIT != 0 {
+            return Err(Error::Closed);
+        }
+        let end = before + n as u64;
+        if end <= self.limit.load(Ordering::Acquire) {
+            return Ok(before);
+        }
+        let cap = core.capacity() as u64;
+        let needed = end - cap;
+        let mut cache = GateCache::new();
+        let ready = || match core.gate(&mut cache, 0, needed) {
+            Ok(gate) if gate >= needed => Some(Ok(gate)),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        };
+        match wait_for(core.strategy, &core.space, &core.data, None, ready) {
+            Waited::Ready(Ok(gate)) => {
+                self.raise_limit(gate + cap);
+                Ok(before)
+            }
+            Waited::Ready(Err(e)) => Err(e),
             Waited::TimedOut => Err(Error::Timeout),
         }
     }
@@ -331,7 +387,9 @@ impl<T> Producer<T> {
         Ok(self.claim_at(start, n))
     }
 
-    /// Like [`try_claim`](Self::try_claim), waiting up to `timeout` for space.
+    /// Like [`try_claim`](Self::try_claim), waiting up to `timeout` for space. It holds no
+    /// sequences while it waits, so under steady load from other producers a large claim
+    /// may only find room when the load eases, or time out.
     pub fn claim_timeout(&self, n: usize, timeout: Duration) -> Result<Claim<'_, T>, Error> {
         check_claim(n, self.core.capacity())?;
         // `None` (a timeout too long to represent) waits as long as it takes.

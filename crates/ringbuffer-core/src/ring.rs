@@ -13,7 +13,8 @@
 //! A producer writes slot `s & mask` only while it holds a claim covering `s`, and it only
 //! obtains that claim once every consumer that gates it has released `s - capacity` (the
 //! slot's previous occupant). A consumer reads slot `s & mask` only after observing `s` as
-//! published (an acquire load of the cursor or of the slot's mark) and before it releases
+//! published (an acquire load of the cursor or of the mark of the claim that covers it, kept at
+//! the claim's first slot) and before it releases
 //! `s` (a release store). Those two happens-before edges are the whole memory-safety
 //! argument for the `unsafe` blocks in [`crate::claim`] and [`crate::batch`].
 

@@ -135,9 +135,16 @@ fn first_spin_pauses() -> u32 {
         .unwrap_or(FIRST_SPIN)
         .max(Duration::from_nanos(1));
     let pauses = (FIRST_SPIN.as_nanos() * u128::from(SAMPLE) / fastest.as_nanos()).clamp(8, 4096);
-    let pauses = pauses as u32;
-    PAUSES.store(pauses, std::sync::atomic::Ordering::Relaxed);
-    pauses
+    // Threads that measured at the same time all use the first value stored.
+    match PAUSES.compare_exchange(
+        0,
+        pauses as u32,
+        std::sync::atomic::Ordering::Relaxed,
+        std::sync::atomic::Ordering::Relaxed,
+    ) {
+        Ok(_) => pauses as u32,
+        Err(first) => first,
+    }
 }
 
 /// Under loom every pause is a model-checker yield: one per round.
