@@ -91,6 +91,8 @@ pub struct PipeConfig {
     /// spins instead, at most one per CPU but one (the others park at once, so many
     /// waiters never starve the flusher), yielding now and then; and the flusher, after a
     /// sync, spins a moment for the next write before it sleeps. On a slow device nobody spins.
+    /// The flusher's wait for the writers a sync acknowledged (it yields for at most one
+    /// sync) is also bounded by this, and off when it is zero.
     pub wait_spin: Duration,
 }
 
@@ -289,6 +291,8 @@ struct Shared<S> {
     sleepers: WakeWord,
     /// Set (under the notify lock) with `Notify::failure`, for sleepers to check without it.
     failed: AtomicBool,
+    /// Set by `close` before it tells the flusher, so a gather ends at once (a hint).
+    closing: AtomicBool,
     /// Mirror of `Staging::newest`, so waiters validate epochs without the staging lock.
     newest: AtomicU64,
     /// Written groups not yet durable: (epoch, bytes), in epoch order.
@@ -353,6 +357,7 @@ impl<S: Storage> Pipe<S> {
             notify: Mutex::new(Notify::default()),
             sleepers: WakeWord::new(),
             failed: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             newest: AtomicU64::new(0),
             unsynced: Mutex::new(std::collections::VecDeque::new()),
             gather_until: AtomicU64::new(0),
@@ -496,6 +501,7 @@ impl<S: Storage> Pipe<S> {
     /// Stops accepting writes, writes and syncs what was staged, and stops the threads.
     /// Returns the pipe's failure if it has one. Also done on drop.
     pub fn close(&self) -> Result<(), PipeError> {
+        self.shared.closing.store(true, Ordering::Relaxed);
         {
             let mut staging = lock(&self.shared.staging);
             staging.closed = true;
@@ -712,8 +718,13 @@ impl<S: Storage> Shared<S> {
             // all back already.
             let until = self.gather_until.swap(0, Ordering::Relaxed);
             if until > 0 {
-                self.spin
-                    .gather(until, || self.newest.load(Ordering::Acquire));
+                self.spin.gather(until, || {
+                    if self.closing.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed) {
+                        u64::MAX
+                    } else {
+                        self.newest.load(Ordering::Acquire)
+                    }
+                });
             }
             let batch_bytes;
             {

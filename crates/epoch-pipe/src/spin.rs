@@ -96,12 +96,14 @@ mod real {
         }
 
         /// The flusher's wait for acknowledged writers to stage their next writes: yields
-        /// until `newest()` reaches `until`, for at most one average sync, and gives up early
-        /// once no write came for a quarter of one (the writers are not coming back). No wait
-        /// before the first sync is measured.
+        /// until `newest()` reaches `until`, for at most one average sync (and at most the
+        /// spin budget: none when spinning is off), and gives up early once no write came for
+        /// a quarter of a sync (the writers are not coming back) or `newest()` returns
+        /// `u64::MAX` (the pipe is closing or failed). No wait before the first sync is
+        /// measured.
         pub(crate) fn gather(&self, until: u64, newest: impl Fn() -> u64) {
             let sync = self.sync_nanos.load(Ordering::Relaxed);
-            let budget = Duration::from_nanos(sync);
+            let budget = Duration::from_nanos(sync).min(self.budget);
             let stall = Duration::from_nanos(sync / super::GATHER_STALL_SHARE_OF_SYNC);
             if budget.is_zero() {
                 return;
@@ -254,15 +256,20 @@ mod tests {
             "no sync measured: no wait"
         );
 
-        spin.time_sync(|| std::thread::sleep(BUDGET));
-        // Writers coming back one by one: done once the awaited epoch is staged.
-        spin.gather(10, newest);
+        // Writers coming back one by one: done once the awaited epoch is staged (a long sync,
+        // so a slow yield on a busy machine does not end the wait first).
+        let patient = Spin::with_cpus(Duration::from_secs(10), 2);
+        patient.time_sync(|| std::thread::sleep(Duration::from_millis(100)));
+        patient.gather(10, newest);
         assert_eq!(
             reads.load(Ordering::Relaxed),
             11,
             "stops at the awaited epoch"
         );
+        // Closing or failed: `newest` says so with `u64::MAX`, and the gather ends at once.
+        patient.gather(u64::MAX - 1, || u64::MAX);
 
+        spin.time_sync(|| std::thread::sleep(BUDGET));
         // Nobody comes back: gives up after a quarter of a sync without a write.
         let start = Instant::now();
         spin.gather(10, || 5);
@@ -277,6 +284,13 @@ mod tests {
         let waited = start.elapsed();
         assert!(waited >= BUDGET, "waited {waited:?}");
         assert!(waited < BUDGET * 50, "waited {waited:?}");
+
+        // Spinning off: no gather at all.
+        let off = Spin::with_cpus(Duration::ZERO, 2);
+        off.time_sync(|| std::thread::sleep(BUDGET));
+        reads.store(0, Ordering::Relaxed);
+        off.gather(10, newest);
+        assert_eq!(reads.load(Ordering::Relaxed), 0, "spinning off: no wait");
     }
 
     #[test]
