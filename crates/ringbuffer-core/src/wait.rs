@@ -155,16 +155,15 @@ fn first_spin_pauses() -> u32 {
 
 /// A streaming consumer that finds less than this many bytes of entries waits a moment for
 /// more ([`top_up`]).
-#[cfg(not(ringbuffer_loom))]
 const MIN_BATCH_BYTES: usize = 4096;
 
 /// The batch a streaming consumer waits for: [`MIN_BATCH_BYTES`] of entries, at most half the
 /// ring (1 under loom, where nobody waits for more).
 pub(crate) fn min_batch<T>(capacity: usize) -> u64 {
-    #[cfg(not(ringbuffer_loom))]
+    if cfg!(ringbuffer_loom) {
+        return 1;
+    }
     let entries = MIN_BATCH_BYTES / std::mem::size_of::<T>().max(1);
-    #[cfg(ringbuffer_loom)]
-    let entries = 1;
     entries.clamp(1, (capacity / 2).max(1)) as u64
 }
 
