@@ -254,10 +254,11 @@ const RESERVE_AFTER_REFUSALS: u32 = 2;
 /// One of the producers of an MPSC ring; clone it for each producing thread.
 ///
 /// A claim checks for space, then takes its sequences with a compare-and-swap of the shared
-/// cursor (lock-free; a waiting producer holds no sequences), and publishes by setting the
+/// cursor (lock-free; a producer waiting for space holds no sequences, unless it was refused
+/// for a whole millisecond and reserved them to wait in line), and publishes by setting the
 /// claim's publication mark, so the consumer sees the contiguous published prefix even when
-/// producers finish out of order. The ring closes when
-/// [`Producer::close`] is called or the last producer is dropped.
+/// producers finish out of order. The ring closes when [`Producer::close`] is called or the
+/// last producer is dropped.
 ///
 /// Every method takes `&self`: a `Producer` is `Sync`, so one handle can be shared by many
 /// threads (behind an `Arc` or inside a shared struct) as well as cloned per thread. Each
