@@ -714,8 +714,8 @@ impl<S: Storage> Shared<S> {
         loop {
             // Waiters the last sync acknowledged are about to write again: give them the CPU
             // for a moment so they join this group instead of the next (a group costs a whole
-            // fsync whatever its size). Bounded by a share of a sync; skipped when they are
-            // all back already.
+            // fsync whatever its size). At most one average sync (see `Spin::gather`); skipped
+            // when they are all back already.
             let until = self.gather_until.swap(0, Ordering::Relaxed);
             if until > 0 {
                 self.spin.gather(until, || {

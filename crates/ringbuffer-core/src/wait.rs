@@ -68,8 +68,10 @@ const SPIN_ROUNDS: u32 = 2;
 /// batch 1 ~1.5x.
 #[cfg(not(ringbuffer_loom))]
 const FIRST_SPIN: Duration = Duration::from_nanos(1000);
-/// `yield_now` calls before a [`WaitStrategy::Blocking`] waiter parks (~24 us here when
-/// nothing else is runnable, 0.74 us a yield; an idle waiter then parks at ~0% CPU). With
+/// `yield_now` calls before a [`WaitStrategy::Blocking`] waiter parks when nothing else is
+/// runnable: ~24 us on the EPYC (0.74 us a yield), ~4.6 us on the Xeon (145 ns); an idle
+/// waiter then parks at ~0% CPU. On the Xeon 160 yields (~24 us again) measured no different
+/// in the hog, MPSC or 1P1C cases, so the count stays a count. With
 /// more busy threads than cores the thread a waiter needs is often runnable but
 /// descheduled: a yield hands it the core at once, while a park costs the other side a futex
 /// wake and the sleeper a trip through the scheduler. Measured in one process (9 runs of 4M
