@@ -49,18 +49,32 @@ pub(crate) struct SpInner<T> {
     /// Next sequence to claim (== the published cursor: one claim at a time).
     pub(crate) next: u64,
     /// Claims may end at or below this without looking at the consumers again.
-    limit: u64,
+    space_limit: u64,
+    /// The single-event path publishes up to here without any check: at most
+    /// `space_limit`, at most [`CHECK_EVERY`] events past the last check of `closed` and
+    /// `consumers_gone`, and 0 once closed (so the next event takes the checked path).
+    fast_limit: u64,
     pub(crate) cache: GateCache,
     closed: bool,
 }
 
+/// Events the single-event path publishes between two looks at whether the ring was closed
+/// or its consumers are gone. Those two checks on every event (a flag of the handle and a
+/// load of a shared flag, with their branches) cost 1P1C batch 1 about 12%: measured in one
+/// process, alternating builds, 5 x 5 runs of 4M events on the Xeon of session 6: 290-320
+/// -> 340-360 M/s with the checks folded into the limit. A consumer that goes away is
+/// noticed within this many events (claims still check every time).
+const CHECK_EVERY: u64 = 64;
+
 impl<T> SpInner<T> {
     pub(crate) fn new(core: Arc<Core<T>>) -> Self {
-        let limit = core.capacity() as u64;
+        let space_limit = core.capacity() as u64;
         Self {
             core,
             next: 0,
-            limit,
+            space_limit,
+            // The first event takes the checked path.
+            fast_limit: 0,
             cache: GateCache::new(),
             closed: false,
         }
@@ -72,7 +86,7 @@ impl<T> SpInner<T> {
             return Err(Error::Closed);
         }
         let end = self.next + n as u64;
-        if end > self.limit {
+        if end > self.space_limit {
             self.wait_for_space(end, wait)?;
         }
         let start = self.next;
@@ -114,7 +128,8 @@ impl<T> SpInner<T> {
                 Waited::TimedOut => Err(Error::Timeout),
             },
         };
-        self.limit = outcome? + cap;
+        self.space_limit = outcome? + cap;
+        debug_assert!(self.space_limit >= end);
         Ok(())
     }
 
@@ -123,14 +138,12 @@ impl<T> SpInner<T> {
     /// (the cursor has not moved) and the next claim reuses the slot.
     #[inline]
     pub(crate) fn publish_one(&mut self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
-        if self.closed || self.core.consumers_gone.load(Ordering::Relaxed) {
-            return Err(Error::Closed);
-        }
         let seq = self.next;
         let end = seq + 1;
-        if end > self.limit {
-            self.wait_for_space(end, Wait::Forever)?;
+        if end > self.fast_limit {
+            self.check_and_wait(end)?;
         }
+        debug_assert!(end <= self.space_limit && !self.closed);
         let ptr = self.core.slot_mut_ptr(seq);
         // SAFETY: `seq` is below the limit the consumers allow and not yet published, so the
         // slot belongs to this (single) producer alone until the cursor store below.
@@ -141,9 +154,26 @@ impl<T> SpInner<T> {
         Ok(seq)
     }
 
+    /// The single-event path's checks, every [`CHECK_EVERY`] events or when the ring is
+    /// full: refuses after close or once the consumers are gone, waits for space, and sets
+    /// how far the next events may go unchecked.
+    #[cold]
+    fn check_and_wait(&mut self, end: u64) -> Result<(), Error> {
+        if self.closed || self.core.consumers_gone.load(Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        if end > self.space_limit {
+            self.wait_for_space(end, Wait::Forever)?;
+        }
+        self.fast_limit = self.space_limit.min(self.next + CHECK_EVERY);
+        debug_assert!(self.fast_limit >= end);
+        Ok(())
+    }
+
     pub(crate) fn close(&mut self) {
         if !self.closed {
             self.closed = true;
+            self.fast_limit = 0;
             self.core.close_single(self.next);
         }
     }
@@ -185,6 +215,12 @@ macro_rules! sp_claim_methods {
         }
 
         /// Claims one slot, lets `fill` write it, publishes it; returns its sequence.
+        ///
+        /// Errors: [`Error::Closed`] after [`close`](Self::close), or once every consumer is
+        /// gone. This path looks at the consumers every 64 events rather than on each (a
+        /// shared load and a branch per event cost batch-1 streams ~12%), so up to 64 events
+        /// published just after the last consumer went away are accepted and dropped with
+        /// the ring; claims look every time.
         #[inline]
         pub fn publish_with(&mut self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
             self.inner.publish_one(fill)

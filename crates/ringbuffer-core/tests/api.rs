@@ -136,6 +136,31 @@ fn consumer_drop_unblocks_and_closes_producers() {
     assert_eq!(sp.push(1), Err(Error::Closed));
 }
 
+/// The single-event path looks at the consumers every 64 events (not on each): a consumer
+/// that goes away mid-stream is noticed within 64 events, and claims notice it at once.
+#[test]
+fn a_single_producer_notices_a_departed_consumer_within_64_events() {
+    let (mut sp, mut c) = RingBuilder::<u64>::new(1024).spsc().unwrap();
+    for i in 0..10 {
+        sp.push(i).unwrap();
+    }
+    assert_eq!(c.read().unwrap().len(), 10);
+    drop(c);
+    let accepted = (0..=64).take_while(|&i| sp.push(i).is_ok()).count();
+    assert!(
+        accepted <= 64,
+        "{accepted} events accepted after the consumer left"
+    );
+    assert_eq!(sp.push(0), Err(Error::Closed));
+    assert_eq!(sp.claim(1).err(), Some(Error::Closed));
+
+    // Closing refuses the very next event, whatever the check window.
+    let (mut sp, _c) = RingBuilder::<u64>::new(1024).spsc().unwrap();
+    sp.push(1).unwrap();
+    sp.close();
+    assert_eq!(sp.push(2), Err(Error::Closed));
+}
+
 #[test]
 fn close_wakes_parked_consumer_and_keeps_granted_claims() {
     let (p, mut c) = RingBuilder::<u64>::new(8).mpsc().unwrap();
