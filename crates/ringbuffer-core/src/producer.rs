@@ -144,13 +144,16 @@ impl<T> SpInner<T> {
             self.check_and_wait(end)?;
         }
         debug_assert!(end <= self.space_limit && !self.closed);
-        let ptr = self.core.slot_mut_ptr(seq);
+        // Everything the publication needs is looked up before `fill` writes through a raw
+        // pointer the compiler cannot tell apart from `self`.
+        let core = &*self.core;
+        let ptr = core.slot_mut_ptr(seq);
         // SAFETY: `seq` is below the limit the consumers allow and not yet published, so the
         // slot belongs to this (single) producer alone until the cursor store below.
         fill(unsafe { &mut *ptr });
-        self.core.cursor.store(end, Ordering::Release);
+        core.cursor.store(end, Ordering::Release);
         self.next = end;
-        self.core.data.notify();
+        core.data.notify();
         Ok(seq)
     }
 

@@ -473,3 +473,26 @@ fn mpsc_publish_with_panicking_fill_leaves_no_hole() {
     assert_eq!(got, vec![1, 0, 3]);
     assert_eq!(end, Error::Closed);
 }
+
+/// The single-producer single-event path: a `fill` that panics publishes nothing (the cursor
+/// has not moved) and the next event reuses its slot, whose sequence it gets.
+#[test]
+fn spsc_publish_with_panicking_fill_publishes_nothing() {
+    let (mut p, mut c) = RingBuilder::<u64>::new(4).spsc().unwrap();
+    assert_eq!(p.push(1), Ok(0));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        p.publish_with(|slot| {
+            *slot = 77;
+            panic!("fill failed on purpose")
+        })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(p.next_sequence(), 1, "the failed event took no sequence");
+    assert_eq!(p.publish_with(|slot| *slot = 3), Ok(1));
+    drop(p);
+    let mut got = Vec::new();
+    while let Ok(batch) = c.read() {
+        got.extend(batch.iter().copied());
+    }
+    assert_eq!(got, vec![1, 3]);
+}
