@@ -61,9 +61,10 @@ pub(crate) struct SpInner<T> {
 /// Events the single-event path publishes between two looks at whether the ring was closed
 /// or its consumers are gone. Those two checks on every event (a flag of the handle and a
 /// load of a shared flag, with their branches) cost 1P1C batch 1 about 12%: measured in one
-/// process, alternating builds, 5 x 5 runs of 4M events on the Xeon of session 6: 290-320
-/// -> 340-360 M/s with the checks folded into the limit. A consumer that goes away is
-/// noticed within this many events (claims still check every time).
+/// process, alternating builds, 4 x 5 runs of 4M events on the Xeon of session 6: 272-324
+/// -> 332-376 M/s with the checks folded into the limit. A consumer that goes away is
+/// noticed within this many events (claims still check every time); a close is seen by the
+/// next event, since `close` zeroes the limit.
 const CHECK_EVERY: u64 = 64;
 
 impl<T> SpInner<T> {
@@ -194,8 +195,9 @@ macro_rules! sp_claim_methods {
         /// Claims `n` consecutive slots, waiting for space per the ring's
         /// [`WaitStrategy`](crate::WaitStrategy). Fill them, then [`Claim::publish`].
         ///
-        /// Errors: [`Error::ZeroClaim`], [`Error::ClaimTooLarge`], [`Error::Closed`] (closed, or
-        /// every consumer is gone).
+        /// Errors: [`Error::ZeroClaim`], [`Error::ClaimTooLarge`], [`Error::Closed`] (closed, or,
+        /// on a single-consumer or work-sharing ring, every consumer is gone; a broadcast ring
+        /// without subscribers just publishes).
         #[inline]
         pub fn claim(&mut self, n: usize) -> Result<Claim<'_, T>, Error> {
             self.inner.claim(n, crate::producer::Wait::Forever)
@@ -219,11 +221,12 @@ macro_rules! sp_claim_methods {
 
         /// Claims one slot, lets `fill` write it, publishes it; returns its sequence.
         ///
-        /// Errors: [`Error::Closed`] after [`close`](Self::close), or once every consumer is
-        /// gone. This path looks at the consumers every 64 events rather than on each (a
-        /// shared load and a branch per event cost batch-1 streams ~12%), so up to 64 events
-        /// published just after the last consumer went away are accepted and dropped with
-        /// the ring; claims look every time.
+        /// Errors: [`Error::Closed`] for every event after [`close`](Self::close), or, on a
+        /// single-consumer or work-sharing ring, once every consumer is gone. This path looks
+        /// at the consumers every 64 events rather than on each (the close flag and a shared
+        /// load, with their branches, on every event cost batch-1 streams ~12%), so up to 64
+        /// events published just after the last consumer went away are accepted and dropped
+        /// with the ring; claims look every time.
         #[inline]
         pub fn publish_with(&mut self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
             self.inner.publish_one(fill)
