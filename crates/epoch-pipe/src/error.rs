@@ -71,10 +71,11 @@ pub enum PipeError {
     },
     /// The pipe was closed before the write was staged.
     Closed,
-    /// A thread of the pipe panicked (in a `Storage` or `Payload` implementation): the pipe is
-    /// failed, as after an I/O error, so waiters get this instead of waiting forever.
+    /// A thread of the pipe panicked (in a `Storage` or `Payload` implementation, or a task's
+    /// waker): the pipe is failed, as after an I/O error, so waiters get this instead of
+    /// waiting forever.
     Panicked {
-        /// Which thread: `"flusher"` or `"sync worker"`.
+        /// Which thread: `"flusher"`, `"sync worker"` or `"publisher"`.
         thread: &'static str,
     },
 }

@@ -1,4 +1,5 @@
-//! The pipe: staging, the flusher thread, the sync workers and the epoch hand-off.
+//! The pipe: staging, the flusher thread, the sync workers, the publisher thread and the
+//! epoch hand-off.
 //!
 //! Protocol (what the loom models check):
 //! - A writer, under the staging lock, takes the next epoch and appends its writes; if the
@@ -13,6 +14,12 @@
 //!   published under the notify lock and the [`WakeWord`] advanced: blocked threads sleep on
 //!   that word (no lost wake-up: see [`WakeWord::wait_until`]), futures register wakers under
 //!   the lock.
+//! - With one sync in flight the flusher syncs and publishes itself; once waking a group's
+//!   waiters takes longer than a sync (many waiters) and writes are already staged when a
+//!   sync ends, it hands the publication to the publisher thread (started then) and writes
+//!   the next group at once. Publications are monotonic (`fetch_max`), so who makes one, and
+//!   in which order two land, does not matter; the publisher publishes what it was handed
+//!   before it ends, and `close` waits for it. Not under loom (a handful of waiters).
 //! - Any error sets the sticky failure, also under the notify lock (and the `failed` flag
 //!   the sleepers check): the durable epoch never moves again, and every waiter for a later
 //!   epoch gets the error (fsyncgate: no retry is trusted after a failed sync).
@@ -28,7 +35,8 @@ use crate::payload::Payload;
 use crate::spin::Spin;
 use crate::storage::Storage;
 use crate::sync::{
-    Arc, AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard, Ordering, WakeWord, lock, thread, wait,
+    Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, WakeWord, lock,
+    thread, wait,
 };
 
 /// A point in the pipe's write order. Every write (or transaction) gets the next epoch; once
@@ -45,6 +53,10 @@ pub struct PipeStats {
     pub groups: u64,
     /// Syncs completed.
     pub syncs: u64,
+    /// Syncs whose waiters the publisher thread woke while the flusher went on with the next
+    /// group at once (with many waiters, one sync in flight; see
+    /// [`PipeConfig::syncs_in_flight`]).
+    pub pipelined: u64,
 }
 
 /// Tuning of a [`Pipe`].
@@ -64,7 +76,10 @@ pub struct PipeConfig {
     /// `fdatasync` rarely has to persist a size change.
     pub grow_step: u64,
     /// Syncs allowed in flight at once (default 1; 1 to 64). With 1 the flusher syncs each
-    /// group itself (classic group commit: the largest groups, no thread hop); with more, sync
+    /// group itself (classic group commit: the largest groups, no thread hop), and once waking
+    /// a group's waiters takes longer than a sync it hands the wake-up to a publisher thread
+    /// and writes the next group at once (writes staged meanwhile go out in a sync of their
+    /// own while the waiters wake: [`PipeStats::pipelined`]); with more, sync
     /// workers run the syncs so the next group is written and synced while the previous sync
     /// is still running. Overlapping syncs only pay on devices that complete them in
     /// parallel: on the ext4 virtual disk this was tuned on, 4 in flight made groups smaller
@@ -257,6 +272,28 @@ struct Notify {
 /// implementation), so that waiters get [`PipeError::Panicked`] instead of waiting forever for
 /// a sync that will never come, and `close` reports it. Declared first in the thread's
 /// function, it is dropped after every lock guard of that thread.
+/// A publication waiting for the publisher thread.
+#[derive(Default)]
+struct Handoff {
+    /// The newest epoch to publish (a later hand-off before the publisher ran replaces it).
+    epoch: Option<u64>,
+    /// The flusher stopped: publish what is pending, then end.
+    stop: bool,
+}
+
+/// How the flusher got a sync's outcome out (see `Shared::queue_sync`).
+enum Outcome {
+    /// Published by the flusher itself, starting at this instant.
+    Published(std::time::Instant),
+    /// Handed to the publisher thread: writes are staged already.
+    HandedOff,
+    /// Queued for a sync worker, or nothing to publish.
+    Other,
+}
+
+/// Publications that woke fewer waiters say little about the cost of waking a crowd.
+const REGROUP_SAMPLE_MIN_WAITERS: u64 = 4;
+
 struct FailOnPanic<'a, S: Storage> {
     shared: &'a Shared<S>,
     thread: &'static str,
@@ -301,9 +338,21 @@ struct Shared<S> {
     /// the waiters acknowledged by the last publication are about to stage (a hint: see
     /// `run_flusher`; 0 = none).
     gather_until: AtomicU64,
+    /// Waiters the last publication woke (a hint: see `Shared::pipelining`).
+    last_woken: AtomicUsize,
+    /// Moving average of how long each woken waiter delays the flusher's next group, in
+    /// nanoseconds: the time from a publication the flusher made to the next group taken,
+    /// divided by the waiters it woke (written by the flusher only; see `pipelining`).
+    regroup_nanos_per_waiter: AtomicU64,
+    /// Publications the flusher handed to the publisher thread (see `Shared::hand_off`).
+    handoff: Mutex<Handoff>,
+    handoff_work: Condvar,
+    /// The publisher thread, started the first time a publication is handed off.
+    publisher: Mutex<Option<thread::JoinHandle<()>>>,
     /// Groups written and syncs completed, for [`Pipe::stats`].
     groups: AtomicU64,
     syncs_done: AtomicU64,
+    pipelined: AtomicU64,
     /// Spinning instead of parking while syncs are short.
     spin: Spin,
 }
@@ -361,13 +410,19 @@ impl<S: Storage> Pipe<S> {
             newest: AtomicU64::new(0),
             unsynced: Mutex::new(std::collections::VecDeque::new()),
             gather_until: AtomicU64::new(0),
+            last_woken: AtomicUsize::new(0),
+            regroup_nanos_per_waiter: AtomicU64::new(0),
+            handoff: Mutex::new(Handoff::default()),
+            handoff_work: Condvar::new(),
+            publisher: Mutex::new(None),
             groups: AtomicU64::new(0),
             syncs_done: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
             spin: Spin::new(config.wait_spin),
         });
         let mut threads = Vec::with_capacity(1 + config.syncs_in_flight);
         let flusher = Arc::clone(&shared);
-        threads.push(thread::spawn(move || flusher.run_flusher()));
+        threads.push(thread::spawn(move || flusher.run_flusher(&flusher)));
         let workers = if config.syncs_in_flight == 1 {
             0
         } else {
@@ -490,6 +545,7 @@ impl<S: Storage> Pipe<S> {
             epochs: self.shared.newest.load(Ordering::Relaxed),
             groups: self.shared.groups.load(Ordering::Relaxed),
             syncs: self.shared.syncs_done.load(Ordering::Relaxed),
+            pipelined: self.shared.pipelined.load(Ordering::Relaxed),
         }
     }
 
@@ -513,6 +569,11 @@ impl<S: Storage> Pipe<S> {
             // A panicking worker already recorded nothing more to do; the failure (if any)
             // is reported below.
             let _ = handle.join();
+        }
+        // Started by the flusher, which has ended: the publisher publishes what was handed
+        // to it and ends too.
+        if let Some(publisher) = lock(&self.shared.publisher).take() {
+            let _ = publisher.join();
         }
         match self.failure() {
             Some(failure) => Err(failure),
@@ -691,7 +752,9 @@ impl<S: Storage> Shared<S> {
         wakers.into_iter().for_each(|(_, waker)| waker.wake());
     }
 
-    fn run_flusher(&self) {
+    /// The flusher thread's loop; `this` is the `Arc` that holds `self` (to start the
+    /// publisher thread with).
+    fn run_flusher(&self, this: &Arc<Self>) {
         let _fail_on_panic = FailOnPanic {
             shared: self,
             thread: "flusher",
@@ -711,13 +774,17 @@ impl<S: Storage> Shared<S> {
         // about to write again).
         let mut taken = 0;
         let mut may_spin = false;
+        // How the last sync's outcome went out: handed off (writes were staged already, take
+        // them at once) or published here (time the regrouping; see `Shared::pipelining`).
+        let mut last_outcome = Outcome::Other;
         loop {
             // Waiters the last sync acknowledged are about to write again: give them the CPU
             // for a moment so they join this group instead of the next (a group costs a whole
             // fsync whatever its size). At most one average sync (see `Spin::gather`); skipped
             // when they are all back already.
             let until = self.gather_until.swap(0, Ordering::Relaxed);
-            if until > 0 {
+            let handed_off = matches!(last_outcome, Outcome::HandedOff);
+            if until > 0 && !handed_off {
                 self.spin.gather(until, || {
                     if self.closing.load(Ordering::Relaxed) || self.failed.load(Ordering::Relaxed) {
                         u64::MAX
@@ -764,6 +831,9 @@ impl<S: Storage> Shared<S> {
             let Some(epoch) = batch.last().map(|w| w.epoch) else {
                 continue;
             };
+            if let Outcome::Published(at) = std::mem::replace(&mut last_outcome, Outcome::Other) {
+                self.time_regroup(at);
+            }
             taken = epoch;
             may_spin = self.config.syncs_in_flight == 1;
             let outcome = self.write_batch(&batch, &mut space);
@@ -779,7 +849,7 @@ impl<S: Storage> Shared<S> {
             // The group's bytes keep counting against `max_staged_bytes` until they are
             // durable, so written-but-unsynced data is bounded too (recovery relies on it).
             lock(&self.unsynced).push_back((epoch, batch_bytes));
-            self.queue_sync(epoch);
+            last_outcome = self.queue_sync(this, epoch);
         }
     }
 
@@ -885,25 +955,124 @@ impl<S: Storage> Shared<S> {
     }
 
     /// Gets `epoch` synced. With `syncs_in_flight == 1` the flusher syncs itself (classic
-    /// group commit, no thread hop). Otherwise the sync goes to the workers, so the flusher
-    /// writes the next group while this one syncs; a queued sync that has not started yet takes
-    /// this group's epoch instead, since it will cover this group too. Either way the flusher
-    /// never waits for a sync slot.
-    fn queue_sync(&self, epoch: u64) {
+    /// group commit, no thread hop) and publishes the outcome, or hands the publication off
+    /// (returns true; see [`Shared::pipelining`]). Otherwise the sync goes to the workers, so
+    /// the flusher writes the next group while this one syncs; a queued sync that has not
+    /// started yet takes this group's epoch instead, since it will cover this group too.
+    /// Either way the flusher never waits for a sync slot.
+    fn queue_sync(&self, this: &Arc<Self>, epoch: u64) -> Outcome {
         let mut syncs = lock(&self.syncs);
         debug_assert!(syncs.queued.is_none_or(|queued| queued < epoch));
-        if self.config.syncs_in_flight == 1 {
-            drop(self.sync(syncs, epoch));
-        } else {
+        if self.config.syncs_in_flight > 1 {
             syncs.queued = Some(epoch);
             self.sync_work.notify_one();
+            return Outcome::Other;
+        }
+        let Some(durable) = self.sync(syncs, epoch) else {
+            return Outcome::Other;
+        };
+        if self.pipelining(epoch) && self.hand_off(this, durable) {
+            return Outcome::HandedOff;
+        }
+        let at = std::time::Instant::now();
+        self.publish_durable(durable);
+        Outcome::Published(at)
+    }
+
+    /// Records how long the waiters of a publication the flusher made kept it from its next
+    /// group (they wake, run, and stage their next writes), per waiter.
+    fn time_regroup(&self, published_at: std::time::Instant) {
+        let woken = self.last_woken.load(Ordering::Relaxed) as u64;
+        if woken < REGROUP_SAMPLE_MIN_WAITERS {
+            return;
+        }
+        let per_waiter =
+            u64::try_from(published_at.elapsed().as_nanos()).unwrap_or(u64::MAX) / woken;
+        let old = self.regroup_nanos_per_waiter.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            per_waiter
+        } else {
+            old - old / 8 + per_waiter / 8
+        };
+        self.regroup_nanos_per_waiter.store(new, Ordering::Relaxed);
+    }
+
+    /// Whether the flusher, having synced up to `taken`, should let another thread wake the
+    /// waiters and write the next group at once. Waking a crowd takes a while (a few
+    /// microseconds of CPU per thread, and the woken threads preempt the waker), and the disk
+    /// idles meanwhile. When the last publication woke many waiters and writes are staged
+    /// already (writers acknowledged earlier, back during this sync), the next group goes out
+    /// while this one's waiters wake up: the writers settle into two cohorts that take turns,
+    /// one syncing while the other wakes and stages. With few waiters (a wake-up is quick)
+    /// the flusher keeps waking them itself and gathering them into one group. Never under
+    /// loom, whose models have a handful of waiters.
+    fn pipelining(&self, taken: u64) -> bool {
+        let woken = self.last_woken.load(Ordering::Relaxed) as u64;
+        let per_waiter = self.regroup_nanos_per_waiter.load(Ordering::Relaxed);
+        let sync = u64::try_from(self.spin.sync_average().as_nanos()).unwrap_or(u64::MAX);
+        // Two half-size groups per turn of both cohorts, instead of one whole group: worth it
+        // once regrouping everybody takes longer than a sync and a quarter (each pipelined
+        // sync also pays a hand-off and a write of its own).
+        sync > 0
+            && woken.saturating_mul(per_waiter) > sync.saturating_mul(5) / 4
+            && self.newest.load(Ordering::Acquire) > taken
+    }
+
+    /// Hands the publication of `epoch` to the publisher thread, starting it the first time;
+    /// false if it cannot be started (the caller publishes itself).
+    fn hand_off(&self, this: &Arc<Self>, epoch: u64) -> bool {
+        {
+            let mut publisher = lock(&self.publisher);
+            if publisher.is_none() {
+                let shared = Arc::clone(this);
+                match thread::Builder::new()
+                    .name("epoch-pipe-publisher".into())
+                    .spawn(move || shared.run_publisher())
+                {
+                    Ok(handle) => *publisher = Some(handle),
+                    Err(_) => return false,
+                }
+            }
+        }
+        let mut handoff = lock(&self.handoff);
+        handoff.epoch = handoff.epoch.max(Some(epoch));
+        self.handoff_work.notify_one();
+        self.pipelined.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The publisher thread: publishes what the flusher hands it, until the flusher stops
+    /// (then it publishes what is pending and ends).
+    fn run_publisher(&self) {
+        let _fail_on_panic = FailOnPanic {
+            shared: self,
+            thread: "publisher",
+        };
+        let mut handoff = lock(&self.handoff);
+        loop {
+            if let Some(epoch) = handoff.epoch.take() {
+                drop(handoff);
+                self.publish_durable(epoch);
+                handoff = lock(&self.handoff);
+                continue;
+            }
+            if handoff.stop {
+                return;
+            }
+            handoff = wait(&self.handoff_work, handoff);
         }
     }
 
+    /// Ends the sync workers and the publisher (each finishes what it was given first).
     fn stop_sync_workers(&self) {
-        let mut syncs = lock(&self.syncs);
-        syncs.shutdown = true;
-        self.sync_work.notify_all();
+        {
+            let mut syncs = lock(&self.syncs);
+            syncs.shutdown = true;
+            self.sync_work.notify_all();
+        }
+        let mut handoff = lock(&self.handoff);
+        handoff.stop = true;
+        self.handoff_work.notify_all();
     }
 
     fn run_sync_worker(&self) {
@@ -920,13 +1089,19 @@ impl<S: Storage> Shared<S> {
                 syncs = wait(&self.sync_work, syncs);
                 continue;
             };
-            syncs = self.sync(syncs, epoch);
+            // Published without the lock: the flusher queues the next sync meanwhile.
+            if let Some(durable) = self.sync(syncs, epoch) {
+                self.publish_durable(durable);
+            }
+            syncs = lock(&self.syncs);
         }
     }
 
     /// Runs one sync acknowledging `epoch` (the lock is released during the syscall) and
-    /// records what its outcome proves.
-    fn sync<'a>(&'a self, mut syncs: MutexGuard<'a, Syncs>, epoch: u64) -> MutexGuard<'a, Syncs> {
+    /// records what its outcome proves; returns the newest epoch now proven durable, for the
+    /// caller to publish (publications are idempotent and monotonic, so two callers may
+    /// publish in either order).
+    fn sync<'a>(&'a self, mut syncs: MutexGuard<'a, Syncs>, epoch: u64) -> Option<u64> {
         let start = syncs.started;
         syncs.started += 1;
         syncs.running.push(start);
@@ -941,6 +1116,7 @@ impl<S: Storage> Shared<S> {
             Err(error) => {
                 syncs.proven.clear();
                 self.fail(PipeError::from_io(Operation::Sync, 0, 0, &error));
+                None
             }
             Ok(()) => {
                 let barrier = syncs.started;
@@ -957,12 +1133,9 @@ impl<S: Storage> Shared<S> {
                     }
                     !holds
                 });
-                if let Some(epoch) = newest {
-                    self.publish_durable(epoch);
-                }
+                newest
             }
         }
-        syncs
     }
 
     fn publish_durable(&self, epoch: u64) {
@@ -983,6 +1156,8 @@ impl<S: Storage> Shared<S> {
             woken
         };
         let sleepers = self.sleepers.advance();
+        self.last_woken
+            .store(sleepers + wakers.len(), Ordering::Relaxed);
         // Each acknowledged epoch that had a waiter may bring a write back: `sleepers` also
         // counts waiters for later epochs and `acknowledged` writes nobody waited for, so the
         // smaller of the two is the estimate.

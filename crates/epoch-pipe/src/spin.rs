@@ -72,6 +72,11 @@ mod real {
             self.sync_nanos.store(new, Ordering::Relaxed);
         }
 
+        /// The moving average of sync durations (zero before the first).
+        pub(crate) fn sync_average(&self) -> Duration {
+            Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed))
+        }
+
         /// Whether syncs are short enough to spin through.
         fn syncs_short(&self) -> bool {
             let sync = Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed));
@@ -160,6 +165,9 @@ mod model {
         }
         pub(crate) fn time_sync<T>(&self, sync: impl FnOnce() -> T) -> T {
             sync()
+        }
+        pub(crate) fn sync_average(&self) -> Duration {
+            Duration::ZERO
         }
         pub(crate) fn waiter(&self, _done: impl Fn() -> bool) -> bool {
             false
