@@ -988,13 +988,7 @@ impl<S: Storage> Shared<S> {
         }
         let per_waiter =
             u64::try_from(published_at.elapsed().as_nanos()).unwrap_or(u64::MAX) / woken;
-        let old = self.regroup_nanos_per_waiter.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            per_waiter
-        } else {
-            old - old / 8 + per_waiter / 8
-        };
-        self.regroup_nanos_per_waiter.store(new, Ordering::Relaxed);
+        crate::spin::add_to_average(&self.regroup_nanos_per_waiter, per_waiter);
     }
 
     /// Whether the flusher, having synced up to `taken`, should let another thread wake the

@@ -63,13 +63,7 @@ mod real {
 
         fn record_sync(&self, took: Duration) {
             let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-            let old = self.sync_nanos.load(Ordering::Relaxed);
-            let new = if old == 0 {
-                took
-            } else {
-                old - old / 8 + took / 8
-            };
-            self.sync_nanos.store(new, Ordering::Relaxed);
+            super::add_to_average(&self.sync_nanos, took);
         }
 
         /// The moving average of sync durations (zero before the first).
@@ -188,6 +182,19 @@ mod model {
 /// 8 and at 64 48-50; with it 7.5 and 58-64.
 #[cfg(not(epoch_pipe_loom))]
 const GATHER_STALL_SHARE_OF_SYNC: u64 = 4;
+
+/// Folds `sample` into the moving average kept in `average` (weight 1/8; 0 means no sample
+/// yet). One writer per average: the load and the store are not one atomic step.
+pub(crate) fn add_to_average(average: &crate::sync::AtomicU64, sample: u64) {
+    use crate::sync::Ordering;
+    let old = average.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        old - old / 8 + sample / 8
+    };
+    average.store(new, Ordering::Relaxed);
+}
 
 /// The flusher's spin for the next write after a sync, at most: long enough for a waiter
 /// that spun to see its ack and stage its next write, short next to a sync.
