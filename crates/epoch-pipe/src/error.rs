@@ -72,8 +72,8 @@ pub enum PipeError {
     /// The pipe was closed before the write was staged.
     Closed,
     /// A thread of the pipe panicked (in a `Storage` or `Payload` implementation, or a task's
-    /// waker): the pipe is failed, as after an I/O error, so waiters get this instead of
-    /// waiting forever.
+    /// waker): the pipe is failed, as after an I/O error, so blocked waiters get this instead
+    /// of waiting forever.
     Panicked {
         /// Which thread: `"flusher"`, `"sync worker"` or `"publisher"`.
         thread: &'static str,

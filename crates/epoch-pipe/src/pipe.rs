@@ -14,12 +14,14 @@
 //!   published under the notify lock and the [`WakeWord`] advanced: blocked threads sleep on
 //!   that word (no lost wake-up: see [`WakeWord::wait_until`]), futures register wakers under
 //!   the lock.
-//! - With one sync in flight the flusher syncs and publishes itself; once waking a group's
-//!   waiters takes longer than a sync (many waiters) and writes are already staged when a
-//!   sync ends, it hands the publication to the publisher thread (started then) and writes
-//!   the next group at once. Publications are monotonic (`fetch_max`), so who makes one, and
-//!   in which order two land, does not matter; the publisher publishes what it was handed
-//!   before it ends, and `close` waits for it. Not under loom (a handful of waiters).
+//! - A proven epoch is acknowledged (the durable epoch raised, under the notify lock) while
+//!   the syncs lock is still held, so a failure recorded later cannot take it back; waking
+//!   its waiters comes after, without the syncs lock. With one sync in flight the flusher
+//!   wakes them itself, or, once waking a group's waiters takes longer than 1.25 syncs (many
+//!   waiters) and writes are already staged when a sync ends, hands the wake-up to the
+//!   publisher thread (started then) and writes the next group at once. The publisher wakes
+//!   everything it was handed before it ends, and `close` waits for it. Not under loom (a
+//!   handful of waiters).
 //! - Any error sets the sticky failure, also under the notify lock (and the `failed` flag
 //!   the sleepers check): the durable epoch never moves again, and every waiter for a later
 //!   epoch gets the error (fsyncgate: no retry is trusted after a failed sync).
@@ -53,7 +55,7 @@ pub struct PipeStats {
     pub groups: u64,
     /// Syncs completed.
     pub syncs: u64,
-    /// Syncs whose waiters the publisher thread woke while the flusher went on with the next
+    /// Wake-ups handed to the publisher thread so the flusher could go on with the next
     /// group at once (with many waiters, one sync in flight; see
     /// [`PipeConfig::syncs_in_flight`]).
     pub pipelined: u64,
@@ -77,7 +79,7 @@ pub struct PipeConfig {
     pub grow_step: u64,
     /// Syncs allowed in flight at once (default 1; 1 to 64). With 1 the flusher syncs each
     /// group itself (classic group commit: the largest groups, no thread hop), and once waking
-    /// a group's waiters takes longer than a sync it hands the wake-up to a publisher thread
+    /// a group's waiters takes longer than 1.25 syncs it hands the wake-up to a publisher thread
     /// and writes the next group at once (writes staged meanwhile go out in a sync of their
     /// own while the waiters wake: [`PipeStats::pipelined`]); with more, sync
     /// workers run the syncs so the next group is written and synced while the previous sync
@@ -268,17 +270,23 @@ struct Notify {
     wakers: Vec<(u64, Waker)>,
 }
 
-/// Fails the pipe when the thread holding it unwinds (a panicking `Storage` or `Payload`
-/// implementation), so that waiters get [`PipeError::Panicked`] instead of waiting forever for
-/// a sync that will never come, and `close` reports it. Declared first in the thread's
-/// function, it is dropped after every lock guard of that thread.
-/// A publication waiting for the publisher thread.
+/// Acknowledged epochs whose waiters the publisher thread is to wake.
 #[derive(Default)]
 struct Handoff {
-    /// The newest epoch to publish (a later hand-off before the publisher ran replaces it).
-    epoch: Option<u64>,
-    /// The flusher stopped: publish what is pending, then end.
+    pending: Vec<Acknowledged>,
+    /// The flusher stopped: wake what is pending, then end.
     stop: bool,
+}
+
+/// An epoch made durable (`Shared::acknowledge`) whose waiters are still to be woken.
+struct Acknowledged {
+    epoch: u64,
+    /// The newest epoch staged just before: the gather hint counts from it.
+    staged_before: u64,
+    /// Epochs this acknowledgement made durable.
+    acknowledged: u64,
+    /// Tasks waiting for those epochs.
+    wakers: Vec<(u64, Waker)>,
 }
 
 /// How the flusher got a sync's outcome out (see `Shared::queue_sync`).
@@ -294,6 +302,10 @@ enum Outcome {
 /// Publications that woke fewer waiters say little about the cost of waking a crowd.
 const REGROUP_SAMPLE_MIN_WAITERS: u64 = 4;
 
+/// Fails the pipe when the thread holding it unwinds (a panicking `Storage` or `Payload`
+/// implementation), so that waiters get [`PipeError::Panicked`] instead of waiting forever for
+/// a sync that will never come, and `close` reports it. Declared first in the thread's
+/// function, it is dropped after every lock guard of that thread.
 struct FailOnPanic<'a, S: Storage> {
     shared: &'a Shared<S>,
     thread: &'static str,
@@ -572,7 +584,10 @@ impl<S: Storage> Pipe<S> {
         }
         // Started by the flusher, which has ended: the publisher publishes what was handed
         // to it and ends too.
-        if let Some(publisher) = lock(&self.shared.publisher).take() {
+        // Taken out first: joining with the lock held would block a flusher (of another
+        // `close` racing this one) that hands off a last wake-up.
+        let publisher = lock(&self.shared.publisher).take();
+        if let Some(publisher) = publisher {
             let _ = publisher.join();
         }
         match self.failure() {
@@ -794,6 +809,7 @@ impl<S: Storage> Shared<S> {
                 });
             }
             let batch_bytes;
+            let mut went_idle = false;
             {
                 let mut staging = lock(&self.staging);
                 loop {
@@ -814,6 +830,9 @@ impl<S: Storage> Shared<S> {
                     if !staging.writes.is_empty() {
                         break;
                     }
+                    // Waiting for writes that nobody was woken to make: the time until the
+                    // next group says nothing about waking waiters.
+                    went_idle = true;
                     if std::mem::take(&mut may_spin) {
                         drop(staging);
                         self.spin
@@ -831,7 +850,9 @@ impl<S: Storage> Shared<S> {
             let Some(epoch) = batch.last().map(|w| w.epoch) else {
                 continue;
             };
-            if let Outcome::Published(at) = std::mem::replace(&mut last_outcome, Outcome::Other) {
+            if let Outcome::Published(at) = std::mem::replace(&mut last_outcome, Outcome::Other)
+                && !went_idle
+            {
                 self.time_regroup(at);
             }
             taken = epoch;
@@ -955,8 +976,8 @@ impl<S: Storage> Shared<S> {
     }
 
     /// Gets `epoch` synced. With `syncs_in_flight == 1` the flusher syncs itself (classic
-    /// group commit, no thread hop) and publishes the outcome, or hands the publication off
-    /// (returns true; see [`Shared::pipelining`]). Otherwise the sync goes to the workers, so
+    /// group commit, no thread hop), acknowledges the outcome, and wakes the waiters itself or
+    /// hands their wake-up off (see [`Shared::pipelining`]). Otherwise the sync goes to the workers, so
     /// the flusher writes the next group while this one syncs; a queued sync that has not
     /// started yet takes this group's epoch instead, since it will cover this group too.
     /// Either way the flusher never waits for a sync slot.
@@ -968,14 +989,19 @@ impl<S: Storage> Shared<S> {
             self.sync_work.notify_one();
             return Outcome::Other;
         }
-        let Some(durable) = self.sync(syncs, epoch) else {
+        let Some(acked) = self.sync(syncs, epoch) else {
             return Outcome::Other;
         };
-        if self.pipelining(epoch) && self.hand_off(this, durable) {
-            return Outcome::HandedOff;
-        }
+        let acked = if self.pipelining(epoch) {
+            match self.hand_off(this, acked) {
+                Ok(()) => return Outcome::HandedOff,
+                Err(acked) => acked,
+            }
+        } else {
+            acked
+        };
         let at = std::time::Instant::now();
-        self.publish_durable(durable);
+        self.wake(acked);
         Outcome::Published(at)
     }
 
@@ -1012,9 +1038,9 @@ impl<S: Storage> Shared<S> {
             && self.newest.load(Ordering::Acquire) > taken
     }
 
-    /// Hands the publication of `epoch` to the publisher thread, starting it the first time;
-    /// false if it cannot be started (the caller publishes itself).
-    fn hand_off(&self, this: &Arc<Self>, epoch: u64) -> bool {
+    /// Hands the wake-up of an acknowledged epoch to the publisher thread, starting it the
+    /// first time; gives it back if the thread cannot be started (the caller wakes itself).
+    fn hand_off(&self, this: &Arc<Self>, acked: Acknowledged) -> Result<(), Acknowledged> {
         {
             let mut publisher = lock(&self.publisher);
             if publisher.is_none() {
@@ -1024,19 +1050,19 @@ impl<S: Storage> Shared<S> {
                     .spawn(move || shared.run_publisher())
                 {
                     Ok(handle) => *publisher = Some(handle),
-                    Err(_) => return false,
+                    Err(_) => return Err(acked),
                 }
             }
         }
         let mut handoff = lock(&self.handoff);
-        handoff.epoch = handoff.epoch.max(Some(epoch));
+        handoff.pending.push(acked);
         self.handoff_work.notify_one();
         self.pipelined.fetch_add(1, Ordering::Relaxed);
-        true
+        Ok(())
     }
 
-    /// The publisher thread: publishes what the flusher hands it, until the flusher stops
-    /// (then it publishes what is pending and ends).
+    /// The publisher thread: wakes the waiters of what the flusher hands it, until the
+    /// flusher stops (then it wakes what is pending and ends).
     fn run_publisher(&self) {
         let _fail_on_panic = FailOnPanic {
             shared: self,
@@ -1044,9 +1070,10 @@ impl<S: Storage> Shared<S> {
         };
         let mut handoff = lock(&self.handoff);
         loop {
-            if let Some(epoch) = handoff.epoch.take() {
+            if !handoff.pending.is_empty() {
+                let pending = std::mem::take(&mut handoff.pending);
                 drop(handoff);
-                self.publish_durable(epoch);
+                pending.into_iter().for_each(|acked| self.wake(acked));
                 handoff = lock(&self.handoff);
                 continue;
             }
@@ -1083,9 +1110,9 @@ impl<S: Storage> Shared<S> {
                 syncs = wait(&self.sync_work, syncs);
                 continue;
             };
-            // Published without the lock: the flusher queues the next sync meanwhile.
-            if let Some(durable) = self.sync(syncs, epoch) {
-                self.publish_durable(durable);
+            // Waiters woken without the lock: the flusher queues the next sync meanwhile.
+            if let Some(acked) = self.sync(syncs, epoch) {
+                self.wake(acked);
             }
             syncs = lock(&self.syncs);
         }
@@ -1095,7 +1122,7 @@ impl<S: Storage> Shared<S> {
     /// records what its outcome proves; returns the newest epoch now proven durable, for the
     /// caller to publish (publications are idempotent and monotonic, so two callers may
     /// publish in either order).
-    fn sync<'a>(&'a self, mut syncs: MutexGuard<'a, Syncs>, epoch: u64) -> Option<u64> {
+    fn sync<'a>(&'a self, mut syncs: MutexGuard<'a, Syncs>, epoch: u64) -> Option<Acknowledged> {
         let start = syncs.started;
         syncs.started += 1;
         syncs.running.push(start);
@@ -1127,28 +1154,46 @@ impl<S: Storage> Shared<S> {
                     }
                     !holds
                 });
-                newest
+                // Acknowledged under the syncs lock: a failure recorded after this proof
+                // cannot take it back.
+                newest.and_then(|epoch| self.acknowledge(epoch))
             }
         }
     }
 
-    fn publish_durable(&self, epoch: u64) {
-        let (staged_before, acknowledged);
-        let wakers = {
-            let mut notify = lock(&self.notify);
-            if notify.failure.is_some() {
-                // `fail` gave all the staging room back already.
-                return;
-            }
-            // Read before the acknowledgement: every write its waiters stage comes after.
-            staged_before = self.newest.load(Ordering::Acquire);
-            acknowledged = epoch.saturating_sub(self.durable.fetch_max(epoch, Ordering::Release));
-            let (woken, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut notify.wakers)
-                .into_iter()
-                .partition(|(e, _)| *e <= epoch);
-            notify.wakers = pending;
-            woken
-        };
+    /// Makes `epoch` durable for everybody who looks (`durable`), unless the pipe failed
+    /// first; returns what waking its waiters needs. Called under the syncs lock right after
+    /// the proof, so no later failure can come between a proof and its acknowledgement.
+    fn acknowledge(&self, epoch: u64) -> Option<Acknowledged> {
+        let mut notify = lock(&self.notify);
+        if notify.failure.is_some() {
+            // `fail` gave all the staging room back already.
+            return None;
+        }
+        // Read before the acknowledgement: every write its waiters stage comes after.
+        let staged_before = self.newest.load(Ordering::Acquire);
+        let acknowledged = epoch.saturating_sub(self.durable.fetch_max(epoch, Ordering::Release));
+        let (wakers, pending): (Vec<_>, Vec<_>) = std::mem::take(&mut notify.wakers)
+            .into_iter()
+            .partition(|(e, _)| *e <= epoch);
+        notify.wakers = pending;
+        Some(Acknowledged {
+            epoch,
+            staged_before,
+            acknowledged,
+            wakers,
+        })
+    }
+
+    /// Wakes the waiters of an acknowledged epoch (even after a failure since: their epoch is
+    /// durable) and gives its staging room back.
+    fn wake(&self, acked: Acknowledged) {
+        let Acknowledged {
+            epoch,
+            staged_before,
+            acknowledged,
+            wakers,
+        } = acked;
         let sleepers = self.sleepers.advance();
         self.last_woken
             .store(sleepers + wakers.len(), Ordering::Relaxed);
