@@ -184,7 +184,8 @@ mod model {
 const GATHER_STALL_SHARE_OF_SYNC: u64 = 4;
 
 /// Folds `sample` into the moving average kept in `average` (weight 1/8; 0 means no sample
-/// yet). One writer per average: the load and the store are not one atomic step.
+/// yet). The load and the store are not one atomic step: two threads folding at once (sync
+/// workers) may lose a sample, which a hint can afford.
 pub(crate) fn add_to_average(average: &crate::sync::AtomicU64, sample: u64) {
     use crate::sync::Ordering;
     let old = average.load(Ordering::Relaxed);
