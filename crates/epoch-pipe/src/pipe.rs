@@ -291,9 +291,9 @@ struct Acknowledged {
 
 /// How the flusher got a sync's outcome out (see `Shared::queue_sync`).
 enum Outcome {
-    /// Published by the flusher itself, starting at this instant.
+    /// Waiters woken by the flusher itself, starting at this instant.
     Published(std::time::Instant),
-    /// Handed to the publisher thread: writes are staged already.
+    /// Wake-up handed to the publisher thread: writes are staged already.
     HandedOff,
     /// Queued for a sync worker, or nothing to publish.
     Other,
@@ -582,10 +582,9 @@ impl<S: Storage> Pipe<S> {
             // is reported below.
             let _ = handle.join();
         }
-        // Started by the flusher, which has ended: the publisher publishes what was handed
-        // to it and ends too.
-        // Taken out first: joining with the lock held would block a flusher (of another
-        // `close` racing this one) that hands off a last wake-up.
+        // Started by the flusher, which has ended: the publisher wakes what was handed to it
+        // and ends too. Taken out first: joining with the lock held would block a flusher
+        // (of another `close` racing this one) that hands off a last wake-up.
         let publisher = lock(&self.shared.publisher).take();
         if let Some(publisher) = publisher {
             let _ = publisher.join();
@@ -976,11 +975,11 @@ impl<S: Storage> Shared<S> {
     }
 
     /// Gets `epoch` synced. With `syncs_in_flight == 1` the flusher syncs itself (classic
-    /// group commit, no thread hop), acknowledges the outcome, and wakes the waiters itself or
-    /// hands their wake-up off (see [`Shared::pipelining`]). Otherwise the sync goes to the workers, so
-    /// the flusher writes the next group while this one syncs; a queued sync that has not
-    /// started yet takes this group's epoch instead, since it will cover this group too.
-    /// Either way the flusher never waits for a sync slot.
+    /// group commit, no thread hop), acknowledges the outcome, and wakes the waiters itself
+    /// or hands their wake-up off (see [`Shared::pipelining`]). Otherwise the sync goes to
+    /// the workers, so the flusher writes the next group while this one syncs; a queued sync
+    /// that has not started yet takes this group's epoch instead, since it will cover this
+    /// group too. Either way the flusher never waits for a sync slot.
     fn queue_sync(&self, this: &Arc<Self>, epoch: u64) -> Outcome {
         let mut syncs = lock(&self.syncs);
         debug_assert!(syncs.queued.is_none_or(|queued| queued < epoch));
@@ -1118,10 +1117,10 @@ impl<S: Storage> Shared<S> {
         }
     }
 
-    /// Runs one sync acknowledging `epoch` (the lock is released during the syscall) and
-    /// records what its outcome proves; returns the newest epoch now proven durable, for the
-    /// caller to publish (publications are idempotent and monotonic, so two callers may
-    /// publish in either order).
+    /// Runs one sync acknowledging `epoch` (the lock is released during the syscall), records
+    /// what its outcome proves, and acknowledges the newest epoch now proven durable before it
+    /// lets the lock go; returns what waking that epoch's waiters needs (wake-ups are
+    /// idempotent and may run in any order, on any thread).
     fn sync<'a>(&'a self, mut syncs: MutexGuard<'a, Syncs>, epoch: u64) -> Option<Acknowledged> {
         let start = syncs.started;
         syncs.started += 1;
