@@ -302,6 +302,22 @@ enum Outcome {
 /// Publications that woke fewer waiters say little about the cost of waking a crowd.
 const REGROUP_SAMPLE_MIN_WAITERS: u64 = 4;
 
+/// Wakes every task of `wakers`, even if a waker panics (user code): the others are woken
+/// first, then the first panic goes on (and fails the pipe, see [`FailOnPanic`]). A waker
+/// that panicked part-way used to leave the tasks after it asleep forever.
+fn wake_tasks(wakers: Vec<(u64, Waker)>) {
+    let mut first_panic = None;
+    for (_, waker) in wakers {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()))
+        {
+            first_panic.get_or_insert(panic);
+        }
+    }
+    if let Some(panic) = first_panic {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// Fails the pipe when the thread holding it unwinds (a panicking `Storage` or `Payload`
 /// implementation), so that waiters get [`PipeError::Panicked`] instead of waiting forever for
 /// a sync that will never come, and `close` reports it. Declared first in the thread's
@@ -763,7 +779,7 @@ impl<S: Storage> Shared<S> {
             std::mem::take(&mut notify.wakers)
         };
         self.sleepers.advance();
-        wakers.into_iter().for_each(|(_, waker)| waker.wake());
+        wake_tasks(wakers);
     }
 
     /// The flusher thread's loop; `this` is the `Arc` that holds `self` (to start the
@@ -1204,7 +1220,7 @@ impl<S: Storage> Shared<S> {
             self.gather_until
                 .fetch_max(staged_before + returning, Ordering::Relaxed);
         }
-        wakers.into_iter().for_each(|(_, waker)| waker.wake());
+        wake_tasks(wakers);
         // After the wake-up: the acknowledged waiters wait on it, a writer held back by
         // `max_staged_bytes` only on the room.
         self.release_room(epoch);

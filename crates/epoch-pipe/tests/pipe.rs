@@ -541,13 +541,13 @@ fn a_payload_of_more_than_a_thousand_slices_is_written_whole() {
     assert_eq!(&disk.durable_contents()[..data.len()], &data[..]);
 }
 
-/// A storage that panics in `sync_data` once armed.
-struct PanickingSync {
+/// A simulated disk whose syncs first run a test's hook (to panic, to wait, ...).
+struct HookedSync<F> {
     disk: SimDisk,
-    armed: Arc<std::sync::atomic::AtomicBool>,
+    before_sync: F,
 }
 
-impl Storage for PanickingSync {
+impl<F: Fn() + Send + Sync + 'static> Storage for HookedSync<F> {
     fn write_vectored_at(
         &self,
         offset: u64,
@@ -556,9 +556,7 @@ impl Storage for PanickingSync {
         self.disk.write_vectored_at(offset, buffers)
     }
     fn sync_data(&self) -> std::io::Result<()> {
-        if self.armed.load(std::sync::atomic::Ordering::Acquire) {
-            panic!("this storage panics on purpose");
-        }
+        (self.before_sync)();
         self.disk.sync_data()
     }
     fn allocate(&self, len: u64) -> std::io::Result<()> {
@@ -578,9 +576,14 @@ impl Storage for PanickingSync {
 fn a_panicking_storage_fails_the_pipe() {
     for (syncs_in_flight, thread) in [(1, "flusher"), (2, "sync worker")] {
         let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let storage = PanickingSync {
+        let panics = Arc::clone(&armed);
+        let storage = HookedSync {
             disk: SimDisk::new(),
-            armed: Arc::clone(&armed),
+            before_sync: move || {
+                if panics.load(std::sync::atomic::Ordering::Acquire) {
+                    panic!("this storage panics on purpose");
+                }
+            },
         };
         let pipe = Pipe::new(
             storage,
@@ -663,4 +666,71 @@ fn many_waiters_pipeline_groups_and_lose_no_acknowledgement() {
         "no wake-up was handed off in {} syncs",
         stats.syncs
     );
+}
+
+struct PanickingWaker;
+
+impl Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("this waker panics on purpose");
+    }
+}
+
+/// Two tasks wait for one epoch and the first one's waker panics: the second is woken all the
+/// same (its epoch is durable), then the pipe fails with `Panicked`.
+#[test]
+fn a_panicking_waker_does_not_strand_the_other_tasks() {
+    let open = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let gate = Arc::clone(&open);
+    // Syncs wait until the test opens the gate, so both tasks register first.
+    let storage = HookedSync {
+        disk: SimDisk::new(),
+        before_sync: move || {
+            let (open, opened) = &*gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+        },
+    };
+    let pipe = Pipe::new(storage, config()).unwrap();
+    let epoch = pipe.write(vec![7u8; 8], 0).unwrap();
+
+    let panicking = Waker::from(Arc::new(PanickingWaker));
+    let mut first = std::pin::pin!(pipe.durable(epoch));
+    assert!(
+        first
+            .as_mut()
+            .poll(&mut Context::from_waker(&panicking))
+            .is_pending()
+    );
+    let counter = Arc::new(CountingWaker {
+        wakes: 0.into(),
+        task: std::thread::current(),
+    });
+    let counting = Waker::from(Arc::clone(&counter));
+    let mut second = std::pin::pin!(pipe.durable(epoch));
+    assert!(
+        second
+            .as_mut()
+            .poll(&mut Context::from_waker(&counting))
+            .is_pending()
+    );
+
+    {
+        let (gate, opened) = &*open;
+        *gate.lock().unwrap() = true;
+        opened.notify_all();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while counter.wakes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task after the panicking waker was never woken"
+        );
+        std::thread::park_timeout(std::time::Duration::from_millis(10));
+    }
+    let mut cx = Context::from_waker(&counting);
+    assert_eq!(second.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+    assert_eq!(pipe.close(), Err(PipeError::Panicked { thread: "flusher" }));
 }
