@@ -50,7 +50,7 @@ pub use pipe::{ConfigError, Durable, Epoch, Pipe, PipeConfig, PipeStats, Transac
 pub use storage::{
     Backend, CrashMode, Fault, FileOptions, FileStorage, SimDisk, Storage, sync_parent_dir,
 };
-pub use sync::WakeWord;
+pub use sync::{ALL_TAGS, WakeWord};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

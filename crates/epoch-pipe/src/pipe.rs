@@ -11,9 +11,10 @@
 //! - Sync workers run `sync_data`; several may be in flight, and at most one more is queued
 //!   (a later group joins the queued one). A success proves its epoch durable only once every
 //!   sync that overlapped it has succeeded too (see [`Syncs`]); the durable epoch is then
-//!   published under the notify lock and the [`WakeWord`] advanced: blocked threads sleep on
-//!   that word (no lost wake-up: see [`WakeWord::wait_until`]), futures register wakers under
-//!   the lock.
+//!   published under the notify lock and the [`WakeWord`] advanced with the tags of the
+//!   epochs it made durable: blocked threads sleep on that word under their epoch's tag (no
+//!   lost wake-up: see [`WakeWord::wait_until_tagged`]), futures register wakers under the
+//!   lock.
 //! - A proven epoch is acknowledged (the durable epoch raised, under the notify lock) while
 //!   the syncs lock is still held, so a failure recorded later cannot take it back; waking
 //!   its waiters comes after, without the syncs lock. With one sync in flight the flusher
@@ -37,8 +38,8 @@ use crate::payload::Payload;
 use crate::spin::Spin;
 use crate::storage::Storage;
 use crate::sync::{
-    Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, WakeWord, lock,
-    thread, wait,
+    ALL_TAGS, Arc, AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering,
+    WakeWord, lock, thread, wait,
 };
 
 /// A point in the pipe's write order. Every write (or transaction) gets the next epoch; once
@@ -302,6 +303,34 @@ enum Outcome {
 /// Publications that woke fewer waiters say little about the cost of waking a crowd.
 const REGROUP_SAMPLE_MIN_WAITERS: u64 = 4;
 
+/// Consecutive epochs that share a sleeper tag. With 64 writers in two cohorts that take turns
+/// (see `Shared::pipelining`) a group spans 8-9 blocks, and the cohort behind it shares at
+/// most the block at its end; the 32 tags span 128 epochs before they repeat.
+const EPOCHS_PER_TAG: u64 = 4;
+const TAGS: u64 = u32::BITS as u64;
+
+/// The tag a blocked waiter for `epoch` sleeps under.
+fn epoch_tag(epoch: u64) -> u32 {
+    1 << ((epoch / EPOCHS_PER_TAG) % TAGS)
+}
+
+/// The tags of the epochs in `from..=to`: every waiter that epochs in there made durable
+/// sleeps under one of them.
+fn epochs_tags(from: u64, to: u64) -> u32 {
+    if from > to {
+        return 0;
+    }
+    let (first, last) = (from / EPOCHS_PER_TAG, to / EPOCHS_PER_TAG);
+    if last - first + 1 >= TAGS {
+        return ALL_TAGS;
+    }
+    // `last - first + 1` (< 32) consecutive tags from `first`'s, the ones past bit 31
+    // folded back to bit 0.
+    let run = (1u64 << (last - first + 1)) - 1;
+    let shifted = run << (first % TAGS);
+    (shifted as u32) | (shifted >> TAGS) as u32
+}
+
 /// Wakes every task of `wakers`, even if a waker panics (user code): the others are woken
 /// first, then the first panic goes on (and fails the pipe, see [`FailOnPanic`]). A waker
 /// that panicked part-way used to leave the tasks after it asleep forever.
@@ -350,9 +379,11 @@ struct Shared<S> {
     /// Highest epoch known durable. Written only under `notify`.
     durable: AtomicU64,
     notify: Mutex<Notify>,
-    /// Blocked threads sleep here; every publication of a durable epoch (or a failure)
-    /// advances it. One wake-up call for the whole group: a group's waiters are nearly all
-    /// acknowledged together, and a waiter for a later group that wakes goes back to sleep.
+    /// Blocked threads sleep here, tagged with their epoch's block (`epoch_tag`); every
+    /// publication of a durable epoch advances it with the tags of the epochs it made durable
+    /// (`epochs_tags`), a failure with all of them. One wake-up call for the whole group; a
+    /// waiter for a later group stays asleep unless its block shares a tag with this group's
+    /// (the block at either end, or blocks 32 apart).
     sleepers: WakeWord,
     /// Set (under the notify lock) with `Notify::failure`, for sleepers to check without it.
     failed: AtomicBool,
@@ -504,9 +535,9 @@ impl<S: Storage> Pipe<S> {
         // One pass: `failed` is set under the notify lock after `failure`, so a sleeper that
         // saw it finds the failure there.
         loop {
-            shared
-                .sleepers
-                .wait_until(|| durable() || shared.failed.load(Ordering::Acquire));
+            shared.sleepers.wait_until_tagged(epoch_tag(epoch.0), || {
+                durable() || shared.failed.load(Ordering::Acquire)
+            });
             // The durable epoch never moves after a failure, so a durable epoch is an answer
             // whatever happened since.
             if durable() {
@@ -1209,7 +1240,9 @@ impl<S: Storage> Shared<S> {
             acknowledged,
             wakers,
         } = acked;
-        let sleepers = self.sleepers.advance();
+        let sleepers = self
+            .sleepers
+            .advance_tags(epochs_tags(epoch - acknowledged + 1, epoch));
         self.last_woken
             .store(sleepers + wakers.len(), Ordering::Relaxed);
         // Each acknowledged epoch that had a waiter may bring a write back: `sleepers` also
@@ -1224,5 +1257,39 @@ impl<S: Storage> Shared<S> {
         // After the wake-up: the acknowledged waiters wait on it, a writer held back by
         // `max_staged_bytes` only on the room.
         self.release_room(epoch);
+    }
+}
+
+#[cfg(all(test, not(epoch_pipe_loom)))]
+mod tests {
+    use super::*;
+
+    /// A publication of `from..=to` names the tag of every epoch in it (else a waiter would
+    /// sleep through its acknowledgement), and, short of 32 blocks, only the tags of blocks
+    /// the range touches (else the tags would wake waiters for nothing).
+    #[test]
+    fn a_publication_names_exactly_the_tags_of_its_epochs() {
+        let edges = [0, 1, 3, 4, 5, 60, 124, 127, 128, 129, 1_000, u64::MAX / 2];
+        for from in edges {
+            for len in [1, 2, 3, 4, 5, 8, 31, 64, 65, 120, 124, 125, 128, 129, 1_000] {
+                let to = from + len - 1;
+                let tags = epochs_tags(from, to);
+                let mut expected = 0u32;
+                for epoch in from..=to.min(from + 4 * TAGS * EPOCHS_PER_TAG) {
+                    assert_ne!(tags & epoch_tag(epoch), 0, "epoch {epoch} of {from}..={to}");
+                    expected |= epoch_tag(epoch);
+                }
+                assert_eq!(tags, expected, "{from}..={to}: {tags:#034b}");
+                assert_eq!(epoch_tag(from).count_ones(), 1);
+            }
+        }
+        assert_eq!(epochs_tags(10, 9), 0, "an empty range names no tag");
+        assert_eq!(epochs_tags(0, TAGS * EPOCHS_PER_TAG - 1), ALL_TAGS);
+        // Wrapping past bit 31: blocks 31 and 32 are bits 31 and 0.
+        let block_31 = 31 * EPOCHS_PER_TAG;
+        assert_eq!(
+            epochs_tags(block_31, block_31 + EPOCHS_PER_TAG),
+            (1 << 31) | 1
+        );
     }
 }

@@ -32,6 +32,10 @@ pub(crate) fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexG
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Every tag of [`WakeWord::wait_until_tagged`] and [`WakeWord::advance_tags`]: what
+/// [`WakeWord::wait_until`] and [`WakeWord::advance`] use.
+pub const ALL_TAGS: u32 = u32::MAX;
+
 /// A generation counter that threads sleep on until it moves; one [`WakeWord::advance`] wakes
 /// every sleeper at once. The pipe's blocked waiters sleep on one; an owner that answers its
 /// own callers in groups on top of the pipe (the event store's appenders) can use another.
@@ -101,6 +105,38 @@ impl WakeWord {
     /// (and so, by its release, the state written before it), or `advance` sees the sleeper
     /// and wakes the word; a sleep on a generation that already moved returns at once.
     pub fn wait_until(&self, ready: impl Fn() -> bool) {
+        self.wait_until_tagged(ALL_TAGS, ready);
+    }
+
+    /// [`wait_until`](Self::wait_until) for a sleeper that only an advance naming one of its
+    /// `tags` (a bit set; 0 counts as [`ALL_TAGS`]) has to wake: `ready` must only turn true
+    /// through state written before an [`advance_tags`](Self::advance_tags) whose tags share
+    /// a bit with these. The other advances leave this thread asleep (on Linux; elsewhere
+    /// every advance wakes every sleeper, which only costs a spurious check).
+    ///
+    /// The pipe tags each blocked waiter with its epoch's block, so a publication wakes the
+    /// waiters it acknowledged and leaves those of the next group asleep.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use epoch_pipe::WakeWord;
+    ///
+    /// let word = Arc::new(WakeWord::new());
+    /// let done = Arc::new(AtomicU64::new(0));
+    /// let waiter = {
+    ///     let (word, done) = (Arc::clone(&word), Arc::clone(&done));
+    ///     // Waits for round 2, under tag 0b10.
+    ///     std::thread::spawn(move || word.wait_until_tagged(0b10, || done.load(Ordering::Acquire) >= 2))
+    /// };
+    /// done.store(1, Ordering::Release);
+    /// word.advance_tags(0b01); // round 1: tag 0b01 only, the waiter may sleep on
+    /// done.store(2, Ordering::Release);
+    /// word.advance_tags(0b10); // round 2 wakes it
+    /// waiter.join().unwrap();
+    /// ```
+    pub fn wait_until_tagged(&self, tags: u32, ready: impl Fn() -> bool) {
+        let tags = if tags == 0 { ALL_TAGS } else { tags };
         self.sleepers.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         loop {
@@ -108,18 +144,25 @@ impl WakeWord {
             if ready() {
                 break;
             }
-            self.sleep(generation);
+            self.sleep(generation, tags);
         }
         self.sleepers.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Moves the generation and wakes every sleeper; returns how many there were (a hint).
     pub fn advance(&self) -> usize {
+        self.advance_tags(ALL_TAGS)
+    }
+
+    /// Moves the generation and wakes the sleepers whose tags share a bit with `tags` (see
+    /// [`wait_until_tagged`](Self::wait_until_tagged)); returns how many threads were inside
+    /// a wait, tagged alike or not (a hint).
+    pub fn advance_tags(&self, tags: u32) -> usize {
         self.generation.fetch_add(1, Ordering::Release);
         fence(Ordering::SeqCst);
         let sleepers = self.sleepers.load(Ordering::Relaxed);
-        if sleepers > 0 {
-            self.wake_all();
+        if sleepers > 0 && tags != 0 {
+            self.wake(tags);
         }
         sleepers
     }
@@ -127,38 +170,46 @@ impl WakeWord {
     /// Sleeps while the generation is still `generation` (spurious returns are fine: the
     /// caller checks again).
     #[cfg(all(not(epoch_pipe_loom), target_os = "linux"))]
-    fn sleep(&self, generation: u32) {
+    fn sleep(&self, generation: u32, tags: u32) {
         // SAFETY: the address is that of a live, aligned `u32` (the atomic's storage) for
-        // the whole call; FUTEX_WAIT only reads it. A null timeout means no timeout.
+        // the whole call; FUTEX_WAIT_BITSET only reads it. A null timeout means no timeout;
+        // the unused second address is ignored by this operation. `tags` is not zero (the
+        // kernel refuses an empty bit set with EINVAL: the caller checks again and would spin).
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 self.generation.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG,
                 generation,
                 std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                tags,
             );
         }
     }
 
     #[cfg(all(not(epoch_pipe_loom), target_os = "linux"))]
-    fn wake_all(&self) {
-        // SAFETY: as in `sleep`; FUTEX_WAKE does not touch the word.
+    fn wake(&self, tags: u32) {
+        // SAFETY: as in `sleep`; FUTEX_WAKE_BITSET does not touch the word, and `tags` is
+        // not zero (checked by the caller).
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 self.generation.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                libc::FUTEX_WAKE_BITSET | libc::FUTEX_PRIVATE_FLAG,
                 i32::MAX,
+                std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                tags,
             );
         }
     }
 
     #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
-    fn sleep(&self, generation: u32) {
+    fn sleep(&self, generation: u32, _tags: u32) {
         let (mutex, condvar) = &self.parked;
         let guard = lock(mutex);
-        // Checked under the mutex that `wake_all` takes after the generation moved: a move
+        // Checked under the mutex that `wake` takes after the generation moved: a move
         // after this check finds this thread already waiting.
         if self.generation.load(Ordering::Acquire) == generation {
             drop(wait(condvar, guard));
@@ -166,7 +217,7 @@ impl WakeWord {
     }
 
     #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
-    fn wake_all(&self) {
+    fn wake(&self, _tags: u32) {
         let (mutex, condvar) = &self.parked;
         drop(lock(mutex));
         condvar.notify_all();
@@ -212,6 +263,41 @@ mod tests {
             worker.join().expect("worker");
         }
         assert_eq!(seen.load(Ordering::Relaxed), ROUNDS * WORKERS);
+    }
+
+    /// A tagged sleeper is woken by an advance that names its tag, whatever the advances
+    /// for other tags did meanwhile: each round is meant for one worker (its tag only), and
+    /// a lost wake-up would hang the test.
+    #[test]
+    fn an_advance_wakes_the_sleepers_of_its_tags() {
+        const WORKERS: u64 = 4;
+        const ROUNDS: u64 = 2_000;
+        let round = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let go = Arc::new(WakeWord::new());
+        let back = Arc::new(WakeWord::new());
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|worker| {
+                let (round, done, go, back) =
+                    (round.clone(), done.clone(), go.clone(), back.clone());
+                thread::spawn(move || {
+                    // This worker's rounds: worker, worker + WORKERS, ...
+                    for mine in (worker + 1..=ROUNDS).step_by(WORKERS as usize) {
+                        go.wait_until_tagged(1 << worker, || round.load(Ordering::Acquire) >= mine);
+                        done.store(mine, Ordering::Release);
+                        back.advance();
+                    }
+                })
+            })
+            .collect();
+        for r in 1..=ROUNDS {
+            round.store(r, Ordering::Release);
+            go.advance_tags(1 << ((r - 1) % WORKERS));
+            back.wait_until(|| done.load(Ordering::Acquire) == r);
+        }
+        for worker in workers {
+            worker.join().expect("worker");
+        }
     }
 
     /// With nobody asleep, an advance makes no wake-up call and reports no sleepers.
