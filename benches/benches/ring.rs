@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
-use crossbeam_utils::Backoff;
+use crossbeam_utils::{Backoff, CachePadded};
 use eventstore_benches::scale;
 use ringbuffer_core::{Error, RingBuilder};
 
@@ -64,15 +64,22 @@ fn key(producer: u64, i: u64) -> u64 {
 }
 
 /// Per-producer order and count check.
+///
+/// Its state gets cache lines of its own (the struct, and each producer's next index): it is
+/// written on every event, and a tiny heap block or a closure sharing a line with something
+/// the producer writes (a handle, a sequence) would make that contender pay false sharing by
+/// the luck of the allocator. Seen here: a `Vec<u64>` of one element put 1P1C batch 1 at
+/// 60-115 M events/s for both ours and disruptor; padded, 205 and 385 in the same runs.
+#[repr(align(128))]
 struct Verifier {
-    next: Vec<u64>,
+    next: Vec<CachePadded<u64>>,
     count: u64,
 }
 
 impl Verifier {
     fn new(producers: usize) -> Self {
         Self {
-            next: vec![0; producers],
+            next: vec![CachePadded::new(0); producers],
             count: 0,
         }
     }
@@ -80,8 +87,18 @@ impl Verifier {
     #[inline]
     fn see(&mut self, k: u64) {
         let (p, i) = ((k >> 40) as usize, k & ((1 << 40) - 1));
-        assert_eq!(self.next[p], i, "out of order");
-        self.next[p] = i + 1;
+        assert_eq!(*self.next[p], i, "out of order");
+        *self.next[p] = i + 1;
+        self.count += 1;
+    }
+
+    /// Work-sharing (and a channel with several consumers): each consumer sees an increasing
+    /// subsequence of each producer's events.
+    #[inline]
+    fn see_share(&mut self, k: u64) {
+        let (p, i) = ((k >> 40) as usize, k & ((1 << 40) - 1));
+        assert!(i >= *self.next[p], "out of order");
+        *self.next[p] = i + 1;
         self.count += 1;
     }
 
@@ -411,11 +428,7 @@ fn arrayqueue(producers: usize, consumers: usize, n: u64) -> Duration {
                 loop {
                     match q.pop() {
                         Some(e) => {
-                            // Work-sharing: each consumer sees an increasing subsequence.
-                            let (p, i) = ((e >> 40) as usize, e & ((1 << 40) - 1));
-                            assert!(i >= v.next[p], "out of order");
-                            v.next[p] = i + 1;
-                            v.count += 1;
+                            v.see_share(e);
                             backoff.reset();
                         }
                         None if done.load(Ordering::Acquire) == producers as u64
@@ -462,10 +475,7 @@ fn channel(producers: usize, consumers: usize, n: u64) -> Duration {
             thread::spawn(move || {
                 let mut v = Verifier::new(producers);
                 for e in rx.iter() {
-                    let (p, i) = ((e >> 40) as usize, e & ((1 << 40) - 1));
-                    assert!(i >= v.next[p], "out of order");
-                    v.next[p] = i + 1;
-                    v.count += 1;
+                    v.see_share(e);
                 }
                 v.count
             })
