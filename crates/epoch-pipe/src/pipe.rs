@@ -397,7 +397,9 @@ struct Shared<S> {
     /// the waiters acknowledged by the last publication are about to stage (a hint: see
     /// `run_flusher`; 0 = none).
     gather_until: AtomicU64,
-    /// Waiters the last publication woke (a hint: see `Shared::pipelining`).
+    /// Waiters blocked or registered when the last publication went out, woken by it or not
+    /// (tags leave the later cohort asleep): a hint, see `Shared::pipelining`, which weighs
+    /// it against the regrouping time per waiter measured with the same count.
     last_woken: AtomicUsize,
     /// Moving average of how long each woken waiter delays the flusher's next group, in
     /// nanoseconds: the time from a publication the flusher made to the next group taken,
@@ -1242,7 +1244,7 @@ impl<S: Storage> Shared<S> {
         } = acked;
         let sleepers = self
             .sleepers
-            .advance_tags(epochs_tags(epoch - acknowledged + 1, epoch));
+            .advance_tags(epochs_tags((epoch - acknowledged).saturating_add(1), epoch));
         self.last_woken
             .store(sleepers + wakers.len(), Ordering::Relaxed);
         // Each acknowledged epoch that had a waiter may bring a write back: `sleepers` also

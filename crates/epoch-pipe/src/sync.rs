@@ -56,18 +56,23 @@ pub const ALL_TAGS: u32 = u32::MAX;
 /// waiter.join().unwrap();
 /// ```
 ///
-/// On Linux it is a futex: a single `FUTEX_WAKE` system call wakes all the sleepers, and the
-/// kernel batches their wake-ups (one inter-processor interrupt per CPU, not per thread).
-/// Measured on a 2-vCPU VM, 64 threads each acknowledged by a per-thread `unpark` cost 5.5 us
-/// of CPU per acknowledgement (~300k/s at most); woken all at once from one word, 3.5-3.9 us
-/// (~470k/s). Elsewhere, and under loom, it is a mutex and a condition variable with the same
-/// contract, so the loom models check the protocol of the code that ships.
+/// On Linux it is a futex: a single `FUTEX_WAKE_BITSET` system call wakes all the sleepers
+/// (of the tags it names), and the kernel batches their wake-ups (one inter-processor
+/// interrupt per CPU, not per thread). Measured on a 2-vCPU VM, 64 threads each acknowledged
+/// by a per-thread `unpark` cost 5.5 us of CPU per acknowledgement (~300k/s at most); woken
+/// all at once from one word, 3.5-3.9 us (~470k/s). Elsewhere, and under loom, it is a mutex,
+/// a condition variable and a wake count per tag with the same contract (a sleeper stays
+/// asleep through advances that name none of its tags), so the loom models check the
+/// protocol of the code that ships, tags included.
 pub struct WakeWord {
     generation: AtomicU32,
-    /// Threads inside [`WakeWord::wait_until`]: the waker skips the system call when none.
+    /// Threads inside a wait ([`WakeWord::wait_until_tagged`]), whatever their tags: the
+    /// waker skips the system call when none.
     sleepers: AtomicUsize,
+    /// Without futexes: the wake-ups so far of each tag (bit `i` of a tag set counts in
+    /// `wakes[i]`), under the mutex a sleeper waits on.
     #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
-    parked: (Mutex<()>, Condvar),
+    parked: (Mutex<[u32; 32]>, Condvar),
 }
 
 impl Default for WakeWord {
@@ -91,31 +96,37 @@ impl WakeWord {
             generation: AtomicU32::new(0),
             sleepers: AtomicUsize::new(0),
             #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
-            parked: (Mutex::new(()), Condvar::new()),
+            parked: (Mutex::new([0; 32]), Condvar::new()),
         }
     }
 
     /// Sleeps until `ready` holds. `ready` must only turn true through state written before
     /// an [`advance`](Self::advance).
     ///
-    /// No lost wake-up: the sleeper count is raised before the generation is read and
-    /// `ready` checked; `advance` moves the generation before it reads the count, with a
-    /// sequentially consistent fence between the two on each side (fences, not SeqCst
-    /// accesses, so loom checks the argument too). Either this thread sees the new generation
-    /// (and so, by its release, the state written before it), or `advance` sees the sleeper
-    /// and wakes the word; a sleep on a generation that already moved returns at once.
+    /// No lost wake-up: see [`wait_until_tagged`](Self::wait_until_tagged), of which this is
+    /// the case with every tag.
     pub fn wait_until(&self, ready: impl Fn() -> bool) {
         self.wait_until_tagged(ALL_TAGS, ready);
     }
 
     /// [`wait_until`](Self::wait_until) for a sleeper that only an advance naming one of its
-    /// `tags` (a bit set; 0 counts as [`ALL_TAGS`]) has to wake: `ready` must only turn true
-    /// through state written before an [`advance_tags`](Self::advance_tags) whose tags share
-    /// a bit with these. The other advances leave this thread asleep (on Linux; elsewhere
-    /// every advance wakes every sleeper, which only costs a spurious check).
+    /// `tags` (a bit set; 0 counts as [`ALL_TAGS`] here) has to wake: `ready` must only turn
+    /// true through state written before an [`advance_tags`](Self::advance_tags) whose tags
+    /// share a bit with these. The other advances leave this thread asleep.
+    ///
+    /// No lost wake-up: the sleeper count is raised before the generation is read and
+    /// `ready` checked; an advance moves the generation before it reads the count, with a
+    /// sequentially consistent fence between the two on each side (fences, not SeqCst
+    /// accesses, so loom checks the argument too). Take the advance that publishes what
+    /// `ready` waits for (its tags share a bit with these): either this thread sees its new
+    /// generation (and so, by its release, the state written before it), or that advance sees
+    /// the sleeper and wakes its tags. A sleep on a generation that already moved returns at
+    /// once, whichever advance moved it; the generation only grows, so seeing a later advance
+    /// also shows the state of every earlier one.
     ///
     /// The pipe tags each blocked waiter with its epoch's block, so a publication wakes the
-    /// waiters it acknowledged and leaves those of the next group asleep.
+    /// waiters it acknowledged and leaves those of the next group asleep (unless their
+    /// epochs share a block with it).
     ///
     /// ```
     /// use std::sync::Arc;
@@ -155,8 +166,8 @@ impl WakeWord {
     }
 
     /// Moves the generation and wakes the sleepers whose tags share a bit with `tags` (see
-    /// [`wait_until_tagged`](Self::wait_until_tagged)); returns how many threads were inside
-    /// a wait, tagged alike or not (a hint).
+    /// [`wait_until_tagged`](Self::wait_until_tagged); `tags` 0 wakes nobody); returns how
+    /// many threads were inside a wait, tagged alike or not (a hint).
     pub fn advance_tags(&self, tags: u32) -> usize {
         self.generation.fetch_add(1, Ordering::Release);
         fence(Ordering::SeqCst);
@@ -206,20 +217,40 @@ impl WakeWord {
     }
 
     #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
-    fn sleep(&self, generation: u32, _tags: u32) {
+    fn sleep(&self, generation: u32, tags: u32) {
         let (mutex, condvar) = &self.parked;
-        let guard = lock(mutex);
+        let mut wakes = lock(mutex);
         // Checked under the mutex that `wake` takes after the generation moved: a move
-        // after this check finds this thread already waiting.
-        if self.generation.load(Ordering::Acquire) == generation {
-            drop(wait(condvar, guard));
+        // after this check finds this thread already waiting, and counts its wake-up.
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        let seen = Self::wakes_of(&wakes, tags);
+        // Like FUTEX_WAIT_BITSET: asleep until an advance names one of these tags.
+        while Self::wakes_of(&wakes, tags) == seen {
+            wakes = wait(condvar, wakes);
         }
     }
 
+    /// The sum of the wake counts of `tags` (it changes when any of them is woken).
     #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
-    fn wake(&self, _tags: u32) {
+    fn wakes_of(wakes: &[u32; 32], tags: u32) -> u32 {
+        (0..32)
+            .filter(|bit| tags & (1 << bit) != 0)
+            .fold(0u32, |sum, bit| sum.wrapping_add(wakes[bit]))
+    }
+
+    #[cfg(any(epoch_pipe_loom, not(target_os = "linux")))]
+    fn wake(&self, tags: u32) {
         let (mutex, condvar) = &self.parked;
-        drop(lock(mutex));
+        {
+            let mut wakes = lock(mutex);
+            for (bit, count) in wakes.iter_mut().enumerate() {
+                if tags & (1 << bit) != 0 {
+                    *count = count.wrapping_add(1);
+                }
+            }
+        }
         condvar.notify_all();
     }
 }

@@ -71,3 +71,33 @@ fn overlapping_sync_failure_is_never_trusted() {
         let _ = pipe.close();
     });
 }
+
+/// Tagged sleepers (what `wait_durable` does under its epoch's tag): each is woken by the
+/// advance that names its tag, whatever the advances for other tags did around it. Under
+/// loom the word is the mutex-and-condvar fallback, which keeps a sleeper asleep through
+/// advances of other tags just as the futex does: a missed tag deadlocks the model.
+#[test]
+fn tagged_sleepers_wake_on_their_own_tags() {
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicU64, Ordering};
+    loom::model(|| {
+        let word = Arc::new(epoch_pipe::WakeWord::new());
+        let round = Arc::new(AtomicU64::new(0));
+        let waiters: Vec<_> = [(0b01u32, 1u64), (0b10, 2)]
+            .into_iter()
+            .map(|(tag, wanted)| {
+                let (word, round) = (Arc::clone(&word), Arc::clone(&round));
+                loom::thread::spawn(move || {
+                    word.wait_until_tagged(tag, || round.load(Ordering::Acquire) >= wanted);
+                })
+            })
+            .collect();
+        round.store(1, Ordering::Release);
+        word.advance_tags(0b01);
+        round.store(2, Ordering::Release);
+        word.advance_tags(0b10);
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+    });
+}
