@@ -24,6 +24,8 @@ pub(crate) enum Publisher<'a> {
 /// resets every claimed slot to a fresh factory value (`T::default()` for rings built with
 /// `RingBuilder::new`) and publishes it, so consumers never wait on a hole; they see those
 /// default values. Payload types that must tell them apart can carry an `Option` or a tag.
+/// If the factory itself panics during that reset, the claim is published all the same,
+/// with the slots not yet reset as the filling left them.
 #[must_use = "a claim is published by `publish()`; dropping it publishes default values"]
 pub struct Claim<'a, T> {
     core: &'a Core<T>,
@@ -160,12 +162,23 @@ impl<'a, T> Claim<'a, T> {
 
 impl<T> Drop for Claim<'_, T> {
     fn drop(&mut self) {
-        if !self.done {
-            for seq in self.start..self.end {
-                // SAFETY: the claim is unpublished and covers `seq`.
-                unsafe { self.core.reset_slot(seq) };
+        if self.done {
+            return;
+        }
+        /// Publishes the claim when dropped, so a factory that panics while the slots are
+        /// reset still leaves no hole (a multi-producer claim's sequences are taken: a hole
+        /// would stall every consumer, and then every producer, for good).
+        struct PublishOnDrop<'c, 'a, T>(&'c mut Claim<'a, T>);
+        impl<T> Drop for PublishOnDrop<'_, '_, T> {
+            fn drop(&mut self) {
+                self.0.do_publish();
             }
-            self.do_publish();
+        }
+        let claim = PublishOnDrop(self);
+        for seq in claim.0.start..claim.0.end {
+            // SAFETY: the claim is unpublished (`done` is false until `do_publish`) and
+            // covers `seq`.
+            unsafe { claim.0.core.reset_slot(seq) };
         }
     }
 }

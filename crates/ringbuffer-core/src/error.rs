@@ -14,7 +14,9 @@ pub enum Error {
         /// The capacity asked for.
         capacity: usize,
     },
-    /// The requested capacity does not fit the sequence space (more than 2^62 slots).
+    /// The requested capacity does not fit the sequence space (2^61 slots or more), or its
+    /// slots could not be allocated (more bytes than the address space holds, or the
+    /// allocator refused them).
     CapacityTooLarge {
         /// The capacity asked for.
         capacity: usize,
@@ -56,7 +58,10 @@ impl fmt::Display for Error {
                 write!(f, "ring capacity {capacity} is not a power of two")
             }
             Self::CapacityTooLarge { capacity } => {
-                write!(f, "ring capacity {capacity} exceeds 2^62 slots")
+                write!(
+                    f,
+                    "ring capacity {capacity} is too large (2^61 slots or more, or its slots could not be allocated)"
+                )
             }
             Self::ZeroClaim => f.write_str("a claim must cover at least one slot"),
             Self::ZeroConsumers => f.write_str("a work-sharing ring needs at least one consumer"),

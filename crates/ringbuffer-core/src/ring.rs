@@ -183,6 +183,17 @@ pub(crate) fn check_capacity(capacity: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// `capacity` values from `make`, or [`Error::CapacityTooLarge`] if the allocator cannot hold
+/// them (a capacity within the sequence space can still need more bytes than exist).
+fn allocate<V>(capacity: usize, make: impl FnMut() -> V) -> Result<Box<[V]>, Error> {
+    let mut values = Vec::new();
+    values
+        .try_reserve_exact(capacity)
+        .map_err(|_| Error::CapacityTooLarge { capacity })?;
+    values.extend(std::iter::repeat_with(make).take(capacity));
+    Ok(values.into_boxed_slice())
+}
+
 impl<T> Core<T> {
     pub(crate) fn new(
         capacity: usize,
@@ -193,9 +204,9 @@ impl<T> Core<T> {
     ) -> Result<Self, Error> {
         check_capacity(capacity)?;
         crate::sync::init_barriers();
-        let slots = (0..capacity).map(|_| UnsafeCell::new(factory())).collect();
+        let slots = allocate(capacity, || UnsafeCell::new(factory()))?;
         let marks = if multi {
-            (0..capacity).map(|_| ClaimMark::default()).collect()
+            allocate(capacity, ClaimMark::default)?
         } else {
             Box::default()
         };

@@ -82,15 +82,26 @@ pub(crate) fn light_barrier() {
 }
 
 /// Heavy side of the asymmetric barrier pair: executed only by a thread about to sleep.
+/// Returns whether the pair holds. It does not when the kernel granted `membarrier` at start
+/// (so publishers only fence the compiler) but this call failed (`ENOMEM`, or a seccomp
+/// filter installed since): a fence on this side alone cannot order a publisher's store
+/// before its load of the sleeper count, so the sleeper must not trust a wake-up to come and
+/// re-checks on a short timeout instead.
 #[inline]
-pub(crate) fn heavy_barrier() {
+#[must_use = "a failed barrier means the wake-up may be missed"]
+pub(crate) fn heavy_barrier() -> bool {
     #[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
     {
-        if membarrier::available() && membarrier::expedited() {
-            return;
+        if membarrier::available() {
+            if membarrier::expedited() {
+                return true;
+            }
+            fence(Ordering::SeqCst);
+            return false;
         }
     }
     fence(Ordering::SeqCst);
+    true
 }
 
 /// Registers the process for `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` once; called
@@ -102,7 +113,7 @@ pub(crate) fn init_barriers() {
 }
 
 #[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
-mod membarrier {
+pub(crate) mod membarrier {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -131,13 +142,22 @@ mod membarrier {
     }
 
     #[inline(always)]
-    pub(super) fn available() -> bool {
+    pub(crate) fn available() -> bool {
         // Set once, before any ring handle exists (the ring's construction happens-before
         // every use through the `Arc` that shares it), never cleared.
         AVAILABLE.load(Ordering::Relaxed)
     }
 
+    /// Tests: makes every later `membarrier` call count as failed (what a seccomp filter
+    /// installed after start would do).
+    #[cfg(test)]
+    pub(crate) static FAIL_FROM_NOW: AtomicBool = AtomicBool::new(false);
+
     pub(super) fn expedited() -> bool {
+        #[cfg(test)]
+        if FAIL_FROM_NOW.load(Ordering::Relaxed) {
+            return false;
+        }
         // SAFETY: as in `init`: integer arguments only, errors are reported, not UB.
         let rc = unsafe {
             libc::syscall(

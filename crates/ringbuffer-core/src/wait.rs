@@ -80,6 +80,10 @@ const FIRST_SPIN: Duration = Duration::from_nanos(1000);
 /// was unchanged (median ~465 M/s with 3, 30 or 100).
 #[cfg(not(ringbuffer_loom))]
 const YIELD_ROUNDS: u32 = 32;
+/// Longest park when the heavy barrier failed (see [`heavy_barrier`]): a missed wake-up then
+/// costs at most this, instead of a hang.
+const UNFENCED_PARK: Duration = Duration::from_millis(1);
+
 /// A yield that returns later than this handed the core to a thread that keeps it (a time
 /// slice is milliseconds; a peer that fills or drains the ring gives it back within tens of
 /// microseconds): stop yielding and park.
@@ -389,7 +393,14 @@ impl Notifier {
             self.parked_since
                 .store(clock(), std::sync::atomic::Ordering::Relaxed);
         }
-        heavy_barrier();
+        let deadline = if heavy_barrier() {
+            deadline
+        } else {
+            // The publisher's side may not see this sleeper (see `heavy_barrier`): a wake-up
+            // can be missed, so sleep at most a moment and let the caller check again.
+            let poll = Instant::now() + UNFENCED_PARK;
+            Some(deadline.map_or(poll, |d| d.min(poll)))
+        };
         if let Some(r) = ready() {
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             return Some(r);
@@ -481,6 +492,29 @@ pub(crate) fn wait_for<R>(
 mod tests {
     use super::*;
     use std::cell::Cell;
+
+    /// When `membarrier` fails after the ring chose it, the sleeper cannot be sure a publisher
+    /// sees it, so its park comes back on its own to check again: nobody wakes this one, and
+    /// without the bound it would sleep forever. (Other tests running meanwhile only poll.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_park_the_barrier_cannot_cover_comes_back_to_check() {
+        use crate::sync::membarrier;
+        crate::sync::init_barriers();
+        if !membarrier::available() {
+            return; // symmetric fences: nothing can fail
+        }
+        membarrier::FAIL_FROM_NOW.store(true, Ordering::Relaxed);
+        let notifier = Notifier::new();
+        let answer = notifier.park(None, &mut || None::<()>);
+        membarrier::FAIL_FROM_NOW.store(false, Ordering::Relaxed);
+        assert!(answer.is_none(), "nothing was ready");
+        assert_eq!(
+            notifier.sleepers.load(Ordering::Relaxed),
+            0,
+            "the sleeper took itself off the count"
+        );
+    }
 
     #[test]
     fn the_first_spin_is_calibrated_once_within_bounds() {

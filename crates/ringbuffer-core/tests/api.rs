@@ -19,6 +19,20 @@ fn bad_capacities_are_typed_errors() {
         RingBuilder::<u64>::new(3).broadcast(1).err(),
         Some(Error::CapacityNotPowerOfTwo { capacity: 3 })
     );
+    // Beyond the sequence space, and within it but beyond the address space (2^60 slots of
+    // 8 bytes): a typed error, not an allocation panic or abort.
+    assert_eq!(
+        RingBuilder::<u64>::new(1 << 62).spsc().err(),
+        Some(Error::CapacityTooLarge { capacity: 1 << 62 })
+    );
+    assert_eq!(
+        RingBuilder::<u64>::new(1 << 60).spsc().err(),
+        Some(Error::CapacityTooLarge { capacity: 1 << 60 })
+    );
+    assert_eq!(
+        RingBuilder::<u8>::new(1 << 59).mpsc().err(),
+        Some(Error::CapacityTooLarge { capacity: 1 << 59 })
+    );
     assert_eq!(
         RingBuilder::<u64>::new(0).work_sharing(2).err(),
         Some(Error::ZeroCapacity)
@@ -472,6 +486,32 @@ fn mpsc_publish_with_panicking_fill_leaves_no_hole() {
     };
     assert_eq!(got, vec![1, 0, 3]);
     assert_eq!(end, Error::Closed);
+}
+
+/// A dropped MPSC claim whose reset panics (the factory fails) is still published: its
+/// sequences were taken, and a hole would stall the consumer, then every producer, for good.
+#[test]
+fn mpsc_claim_dropped_while_the_factory_panics_leaves_no_hole() {
+    let factory_calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls = std::sync::Arc::clone(&factory_calls);
+    // The ring's own 4 slots are built first; every later call (a reset) panics.
+    let (p, mut c) = RingBuilder::with_factory(4, move || {
+        let call = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(call < 4, "factory failed on purpose");
+        0u64
+    })
+    .mpsc()
+    .unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut claim = p.claim(2).unwrap();
+        claim.for_each_mut(|slot| *slot = 5);
+        drop(claim);
+    }));
+    assert!(panicked.is_err(), "the reset's factory call panics");
+    p.push(7).unwrap();
+    // A bound instead of a hang should the hole come back.
+    let batch = c.read_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(batch.iter().copied().collect::<Vec<_>>(), [5, 5, 7]);
 }
 
 /// The single-producer single-event path: a `fill` that panics publishes nothing (the cursor
