@@ -1,5 +1,6 @@
 #![cfg(ringbuffer_loom)]
-//! loom models of every protocol, on rings of 2 slots so wrap-around is explored. Run with
+//! loom models of every protocol, on rings of 2 slots so wrap-around is explored (4 where a
+//! model needs room for the one-event window). Run with
 //! `RUSTFLAGS="--cfg ringbuffer_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p ringbuffer-core --release --test loom`.
 
 use loom::thread;
@@ -30,6 +31,28 @@ fn single_producer_claim_publish_wraps() {
             claim.write(1, 2);
             claim.publish();
             p.push(3).unwrap();
+        });
+        assert_eq!(drain_mpsc(&mut c), vec![1, 2, 3]);
+        t.join().unwrap();
+    });
+}
+
+/// The single-event path publishes within a window checked once (2 events under loom): in a
+/// 4-slot ring the window, not the space, ends it, so events go out on an earlier check,
+/// and a close between two of them is still refused at once.
+#[test]
+fn single_producer_one_event_window() {
+    loom::model(|| {
+        let (mut p, mut c) = RingBuilder::<u64>::new(4)
+            .wait_strategy(WaitStrategy::Yield)
+            .spsc()
+            .unwrap();
+        let t = thread::spawn(move || {
+            p.push(1).unwrap();
+            p.push(2).unwrap();
+            p.push(3).unwrap();
+            p.close();
+            assert_eq!(p.push(4).err(), Some(Error::Closed));
         });
         assert_eq!(drain_mpsc(&mut c), vec![1, 2, 3]);
         t.join().unwrap();
