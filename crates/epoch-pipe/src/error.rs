@@ -44,7 +44,9 @@ pub enum PipeError {
         /// Bytes it tried to write or allocate.
         len: u64,
     },
-    /// The storage wrote fewer bytes than asked and gave no error.
+    /// The storage stopped taking data: a write call wrote nothing (or claimed more than it
+    /// was given) and gave no error. A call that writes part of what it was given is no
+    /// error: the pipe writes the rest with further calls.
     ShortWrite {
         /// Byte offset of the write.
         offset: u64,

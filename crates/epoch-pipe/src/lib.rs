@@ -11,14 +11,18 @@
 //!   epoch `<= e` is on stable storage.
 //! - A write is acknowledged only by a sync that started after the write returned.
 //! - Two writes to the same offset land in submission order.
-//! - A [`Transaction`]'s writes share one epoch and one group: durable together. If the
-//!   process crashes during the group's write, some of its writes may have reached the disk
-//!   and others not; callers that need all-or-nothing after a crash frame their data with a
-//!   checksum over the whole group (the event store's batch commit record does this) and
-//!   discard a group whose checksum fails on recovery.
+//! - A [`Transaction`]'s writes share one epoch and one group: durable together. Until that
+//!   epoch is durable, any part of them may reach the disk (writeback goes sector by sector,
+//!   in any order) and a crash may keep any subset; after a write or sync failure the pipe
+//!   stops, but what was written stays readable and may still be written back. Callers
+//!   that need all-or-nothing frame each transaction with a checksum over the whole
+//!   transaction (the event store's batch commit record does this) and discard one whose
+//!   checksum fails on recovery.
 //!
 //! # Failure semantics (fail-stop)
-//! Any write, sync or allocate error moves the pipe to a failed state for good: epochs not
+//! Any write, sync or allocate error moves the pipe to a failed state for good (a write call
+//! that writes only part of its bytes is finished by further calls; one that writes nothing
+//! is [`PipeError::ShortWrite`], a full disk [`PipeError::NoSpace`]): epochs not
 //! acknowledged before it return that [`PipeError`], every later write returns it, and the
 //! durable epoch never moves again, even if a later sync succeeds (after a failed `fsync`
 //! Linux may have dropped the dirty pages, so a retry proves nothing). Reads through

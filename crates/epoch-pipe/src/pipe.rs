@@ -976,15 +976,52 @@ impl<S: Storage> Shared<S> {
                 .write_vectored_at(at, piece)
                 .map_err(|e| PipeError::from_io(Operation::Write, at, piece_len, &e))?;
             if written as u64 != piece_len {
-                return Err(PipeError::ShortWrite {
-                    offset: at,
-                    expected: piece_len,
-                    written: written as u64,
-                });
+                self.write_rest(at, piece, piece_len, written)?;
             }
             at += piece_len;
         }
         Ok(())
+    }
+
+    /// Finishes a `pwritev` that wrote `written` of the `piece_len` bytes of `piece` at `at`.
+    /// A short count is no error by itself (Linux writes at most 2 GiB - 4 KiB a call, and a
+    /// disk filling up mid-write reports what fit): the rest goes out with further calls, and
+    /// the error of the call that fails is the one reported (`ENOSPC` -> `NoSpace`). A call
+    /// that writes nothing and reports no error is [`PipeError::ShortWrite`].
+    #[cold]
+    fn write_rest(
+        &self,
+        at: u64,
+        piece: &[IoSlice<'_>],
+        piece_len: u64,
+        mut written: usize,
+    ) -> Result<(), PipeError> {
+        let mut rest: Vec<IoSlice<'_>> = piece.to_vec();
+        let mut rest = &mut rest[..];
+        let mut done = 0u64;
+        // Each round writes at least one byte or returns: at most `piece_len` rounds.
+        loop {
+            let left = piece_len - done;
+            if written == 0 || written as u64 > left {
+                // Nothing written and no error, or more claimed than asked for (a storage
+                // not to be trusted with more).
+                return Err(PipeError::ShortWrite {
+                    offset: at,
+                    expected: piece_len,
+                    written: done + written as u64,
+                });
+            }
+            if written as u64 == left {
+                return Ok(());
+            }
+            IoSlice::advance_slices(&mut rest, written);
+            done += written as u64;
+            let offset = at + done;
+            written = self
+                .storage
+                .write_vectored_at(offset, rest)
+                .map_err(|e| PipeError::from_io(Operation::Write, offset, piece_len - done, &e))?;
+        }
     }
 
     /// Keeps zeros written ahead of the highest write (see [`PipeConfig::zero_ahead`]): once

@@ -75,11 +75,12 @@ fn run_once(seed: u64) {
         ..PipeConfig::default()
     };
     let pipe = Arc::new(Pipe::new(disk.clone(), config).expect("valid config"));
-    let fault = match rng.below(6) {
+    let fault = match rng.below(7) {
         0 => Some(Fault::WriteError),
         1 => Some(Fault::NoSpace),
         2 => Some(Fault::ShortWrite),
-        3 => Some(Fault::SyncError),
+        3 => Some(Fault::ZeroWrite),
+        4 => Some(Fault::SyncError),
         _ => None,
     };
     if let Some(fault) = fault {

@@ -10,8 +10,12 @@ pub enum Fault {
     WriteError,
     /// The write fails with `ENOSPC` and writes nothing.
     NoSpace,
-    /// The write stores only its first half and reports that count.
+    /// The write stores only its first half and reports that count, as a kernel may (the
+    /// pipe writes the rest with another call).
     ShortWrite,
+    /// The write stores nothing and reports 0 bytes without an error (a storage that stopped
+    /// taking data: the pipe fails with `PipeError::ShortWrite`).
+    ZeroWrite,
     /// The sync fails with `EIO`; like Linux, the unsynced writes are then dropped from the
     /// durable image for good (they stay readable, but no later sync persists them).
     SyncError,
@@ -199,11 +203,14 @@ impl Storage for SimDisk {
             Some(Fault::WriteError) => return Err(io::Error::from_raw_os_error(libc::EIO)),
             Some(Fault::NoSpace) => return Err(io::Error::from_raw_os_error(libc::ENOSPC)),
             Some(Fault::ShortWrite) => data.truncate(data.len() / 2),
+            Some(Fault::ZeroWrite) => data.clear(),
             Some(Fault::SyncError) | None => {}
         }
-        apply(&mut state.cache, offset, &data);
         let written = data.len();
-        state.pending.push((offset, data));
+        if written > 0 {
+            apply(&mut state.cache, offset, &data);
+            state.pending.push((offset, data));
+        }
         Ok(written)
     }
 
