@@ -359,9 +359,13 @@ struct FailOnPanic<'a, S: Storage> {
 impl<S: Storage> Drop for FailOnPanic<'_, S> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            self.shared.fail(PipeError::Panicked {
-                thread: self.thread,
-            });
+            // `fail` wakes the tasks still registered; a waker panicking in there now, while
+            // this thread unwinds, would abort the process.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.shared.fail(PipeError::Panicked {
+                    thread: self.thread,
+                });
+            }));
             self.shared.stop_sync_workers();
         }
     }
@@ -1140,6 +1144,10 @@ impl<S: Storage> Shared<S> {
             }
         }
         let mut handoff = lock(&self.handoff);
+        if handoff.stop {
+            // The publisher is ending (or gone): nobody would take this.
+            return Err(acked);
+        }
         handoff.pending.push(acked);
         self.handoff_work.notify_one();
         self.pipelined.fetch_add(1, Ordering::Relaxed);
@@ -1158,7 +1166,9 @@ impl<S: Storage> Shared<S> {
             if !handoff.pending.is_empty() {
                 let pending = std::mem::take(&mut handoff.pending);
                 drop(handoff);
-                pending.into_iter().for_each(|acked| self.wake(acked));
+                for acked in pending {
+                    self.wake_or_fail(acked);
+                }
                 handoff = lock(&self.handoff);
                 continue;
             }
@@ -1166,6 +1176,23 @@ impl<S: Storage> Shared<S> {
                 return;
             }
             handoff = wait(&self.handoff_work, handoff);
+        }
+    }
+
+    /// Wakes an acknowledged epoch's waiters for the publisher. A task's waker that panics
+    /// (user code) fails the pipe as a panic on this thread would, but does not end the
+    /// thread: it goes on with the rest of this hand-off and later ones until the flusher
+    /// stops, since an acknowledgement left pending would strand its tasks for good.
+    fn wake_or_fail(&self, acked: Acknowledged) {
+        let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.wake(acked)));
+        if woke.is_err() {
+            // `fail` wakes the tasks still registered, whose wakers may panic too.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.fail(PipeError::Panicked {
+                    thread: "publisher",
+                });
+            }));
+            self.stop_sync_workers();
         }
     }
 
@@ -1302,6 +1329,64 @@ impl<S: Storage> Shared<S> {
 #[cfg(all(test, not(epoch_pipe_loom)))]
 mod tests {
     use super::*;
+    use std::task::Wake;
+
+    struct PanickingWaker;
+    impl Wake for PanickingWaker {
+        fn wake(self: Arc<Self>) {
+            panic!("this waker panics on purpose");
+        }
+    }
+
+    struct CountingWaker(AtomicUsize, std::thread::Thread);
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.unpark();
+        }
+    }
+
+    /// Two acknowledgements handed to the publisher, the first with a task whose waker
+    /// panics: the second's task is woken all the same (a publisher that unwound used to
+    /// drop it), the pipe fails with `Panicked` on the publisher, and a hand-off after that
+    /// is refused (the flusher then wakes inline) rather than left pending for nobody.
+    #[test]
+    fn a_panicking_waker_on_the_publisher_strands_no_later_hand_off() {
+        let pipe = Pipe::new(crate::SimDisk::new(), PipeConfig::default()).expect("config");
+        let shared = &pipe.shared;
+        let counting = Arc::new(CountingWaker(AtomicUsize::new(0), std::thread::current()));
+        let acknowledged = |epoch: u64, waker: Waker| Acknowledged {
+            epoch,
+            staged_before: 0,
+            acknowledged: 0,
+            wakers: vec![(epoch, waker)],
+        };
+        // Held, so the publisher takes both in one batch.
+        let handoff = lock(&shared.handoff);
+        drop(handoff);
+        let first = acknowledged(1, Waker::from(Arc::new(PanickingWaker)));
+        let second = acknowledged(2, Waker::from(Arc::clone(&counting)));
+        assert!(shared.hand_off(shared, first).is_ok());
+        assert!(shared.hand_off(shared, second).is_ok());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while counting.0.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task after the panicking waker was never woken"
+            );
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+        assert_eq!(
+            pipe.failure(),
+            Some(PipeError::Panicked {
+                thread: "publisher"
+            })
+        );
+        // The first panic stopped the publisher before the second hand-off was woken: a
+        // later one comes back to its caller (the flusher wakes it inline).
+        let late = acknowledged(3, Waker::from(Arc::clone(&counting)));
+        assert!(shared.hand_off(shared, late).is_err());
+    }
 
     /// A publication of `from..=to` names the tag of every epoch in it (else a waiter would
     /// sleep through its acknowledgement), and, short of 32 blocks, only the tags of blocks
