@@ -629,19 +629,22 @@ impl<S: Storage> Pipe<S> {
             self.shared.staged.notify_all();
             self.shared.room.notify_all();
         }
-        let threads = std::mem::take(&mut *lock(&self.threads));
-        for handle in threads {
+        // Held until every thread has ended: a `close` racing this one waits here instead of
+        // finding no thread to join and returning before what was staged is synced.
+        let mut threads = lock(&self.threads);
+        for handle in threads.drain(..) {
             // A panicking worker already recorded nothing more to do; the failure (if any)
             // is reported below.
             let _ = handle.join();
         }
         // Started by the flusher, which has ended: the publisher wakes what was handed to it
-        // and ends too. Taken out first: joining with the lock held would block a flusher
-        // (of another `close` racing this one) that hands off a last wake-up.
+        // and ends too. Taken out first: joining with the publisher lock held would block a
+        // flusher that hands off a last wake-up.
         let publisher = lock(&self.shared.publisher).take();
         if let Some(publisher) = publisher {
             let _ = publisher.join();
         }
+        drop(threads);
         match self.failure() {
             Some(failure) => Err(failure),
             None => Ok(()),
@@ -957,15 +960,25 @@ impl<S: Storage> Shared<S> {
             .div_ceil(self.config.grow_step)
             .checked_mul(self.config.grow_step)
             .unwrap_or(end);
-        self.storage.allocate(grown).map_err(|e| {
+        // A whole step may not fit on a nearly full disk while this write still does: then
+        // just this write's end (the next write tries a whole step again).
+        let failed = |target: u64, e: &std::io::Error| {
             PipeError::from_io(
                 Operation::Allocate,
                 space.allocated,
-                grown - space.allocated,
-                &e,
+                target - space.allocated,
+                e,
             )
-        })?;
-        space.allocated = grown;
+        };
+        let allocated = match self.storage.allocate(grown) {
+            Ok(()) => grown,
+            Err(e) if grown > end && e.raw_os_error() == Some(libc::ENOSPC) => {
+                self.storage.allocate(end).map_err(|e| failed(end, &e))?;
+                end
+            }
+            Err(e) => return Err(failed(grown, &e)),
+        };
+        space.allocated = allocated;
         Ok(())
     }
 

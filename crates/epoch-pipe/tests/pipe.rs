@@ -621,6 +621,67 @@ impl<F: Fn() + Send + Sync + 'static> Storage for HookedSync<F> {
     }
 }
 
+/// A simulated disk with room for `limit` bytes: a larger `allocate` fails with ENOSPC.
+struct LimitedSpace {
+    disk: SimDisk,
+    limit: u64,
+}
+
+impl Storage for LimitedSpace {
+    fn write_vectored_at(
+        &self,
+        offset: u64,
+        buffers: &[std::io::IoSlice<'_>],
+    ) -> std::io::Result<usize> {
+        self.disk.write_vectored_at(offset, buffers)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.disk.sync_data()
+    }
+    fn allocate(&self, len: u64) -> std::io::Result<()> {
+        if len > self.limit {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.disk.allocate(len)
+    }
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<usize> {
+        self.disk.read_at(offset, buffer)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.disk.len()
+    }
+}
+
+/// On a nearly full disk a whole growth step does not fit but a write does: the pipe grows
+/// the file just to the write's end instead of failing, and fails with `NoSpace` only once
+/// the write itself does not fit.
+#[test]
+fn a_write_that_fits_where_a_growth_step_does_not_goes_through() {
+    let disk = SimDisk::new();
+    let storage = LimitedSpace {
+        disk: disk.clone(),
+        limit: 2048,
+    };
+    let config = PipeConfig {
+        grow_step: 64 * 1024,
+        zero_ahead: 0,
+        ..config()
+    };
+    let pipe = Pipe::new(storage, config).unwrap();
+    let fits = pipe.write(vec![4u8; 8], 2).unwrap();
+    pipe.wait_durable(fits).unwrap();
+    assert_eq!(read(&disk, 1024, 8), [4u8; 8]);
+    let too_far = pipe.write(vec![5u8; 8], 8).unwrap();
+    assert_eq!(
+        pipe.wait_durable(too_far),
+        Err(PipeError::NoSpace {
+            operation: Operation::Allocate,
+            offset: 1032,
+            len: 4096 - 1032 + 8,
+        })
+    );
+}
+
 /// A panic on a pipe thread fails the pipe: the waiter gets `Panicked` (it used to wait
 /// forever), later writes are refused, what was durable stays durable, `close` reports it.
 #[test]

@@ -117,8 +117,13 @@ pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
 
 impl Storage for FileStorage {
     fn write_vectored_at(&self, offset: u64, buffers: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        if let Some(rings) = &self.rings {
-            return rings.write_vectored(self.file.as_raw_fd(), offset, buffers);
+        // Through io_uring when a ring can be had; otherwise (or without io_uring) pwritev.
+        if let Some(result) = self
+            .rings
+            .as_ref()
+            .and_then(|rings| rings.write_vectored(self.file.as_raw_fd(), offset, buffers))
+        {
+            return result;
         }
         let offset = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset beyond off_t"))?;
@@ -141,8 +146,12 @@ impl Storage for FileStorage {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        match &self.rings {
-            Some(rings) => rings.sync_data(self.file.as_raw_fd()),
+        match self
+            .rings
+            .as_ref()
+            .and_then(|rings| rings.sync_data(self.file.as_raw_fd()))
+        {
+            Some(result) => result,
             None => self.file.sync_data(),
         }
     }

@@ -43,17 +43,21 @@ impl Rings {
             .push(ring);
     }
 
-    /// Submits `entry` on a free ring and waits for its completion; returns the CQE result.
-    fn run(&self, entry: squeue::Entry) -> io::Result<i32> {
+    /// Submits `entry` on a free ring and waits for its completion; returns the CQE result,
+    /// or `None` when no ring is free and a new one cannot be made (locked-memory limit, file
+    /// descriptors): not an I/O failure, so the caller uses the plain system call instead.
+    fn run(&self, entry: squeue::Entry) -> Option<io::Result<i32>> {
         let taken = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut ring = match taken {
             Some(ring) => ring,
-            None => IoUring::new(RING_ENTRIES)?,
+            None => IoUring::new(RING_ENTRIES).ok()?,
         };
         // A ring whose submission failed is dropped, not reused.
-        let result = Rings::submit(&mut ring, entry)?;
-        self.give_back(ring);
-        Ok(result)
+        let result = Rings::submit(&mut ring, entry);
+        if result.is_ok() {
+            self.give_back(ring);
+        }
+        Some(result)
     }
 
     fn submit(ring: &mut IoUring, entry: squeue::Entry) -> io::Result<i32> {
@@ -89,33 +93,34 @@ impl Rings {
         }
     }
 
-    /// `pwritev` through the ring.
+    /// `pwritev` through the ring (`None`: no ring to be had, see [`Rings::run`]).
     pub(crate) fn write_vectored(
         &self,
         fd: RawFd,
         offset: u64,
         buffers: &[io::IoSlice<'_>],
-    ) -> io::Result<usize> {
+    ) -> Option<io::Result<usize>> {
         let count = u32::try_from(buffers.len()).unwrap_or(u32::MAX);
         // `IoSlice` is ABI-compatible with `iovec` on Unix (std guarantees it).
         let entry = opcode::Writev::new(types::Fd(fd), buffers.as_ptr().cast(), count)
             .offset(offset)
             .build();
-        let result = self.run(entry)?;
-        if result < 0 {
-            return Err(io::Error::from_raw_os_error(-result));
-        }
-        Ok(result as usize)
+        Some(match self.run(entry)? {
+            Ok(result) if result < 0 => Err(io::Error::from_raw_os_error(-result)),
+            Ok(result) => Ok(result as usize),
+            Err(error) => Err(error),
+        })
     }
 
-    /// `fdatasync` through the ring.
-    pub(crate) fn sync_data(&self, fd: RawFd) -> io::Result<()> {
+    /// `fdatasync` through the ring (`None`: no ring to be had, see [`Rings::run`]).
+    pub(crate) fn sync_data(&self, fd: RawFd) -> Option<io::Result<()>> {
         let entry = opcode::Fsync::new(types::Fd(fd))
             .flags(types::FsyncFlags::DATASYNC)
             .build();
-        match self.run(entry)? {
-            result if result < 0 => Err(io::Error::from_raw_os_error(-result)),
-            _ => Ok(()),
-        }
+        Some(match self.run(entry)? {
+            Ok(result) if result < 0 => Err(io::Error::from_raw_os_error(-result)),
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        })
     }
 }
