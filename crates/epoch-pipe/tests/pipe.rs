@@ -592,10 +592,12 @@ fn a_payload_of_more_than_a_thousand_slices_is_written_whole() {
     assert_eq!(&disk.durable_contents()[..data.len()], &data[..]);
 }
 
-/// A simulated disk whose syncs first run a test's hook (to panic, to wait, ...).
+/// A simulated disk whose syncs first run a test's hook (to panic, to wait, ...), with room
+/// for `space_limit` bytes (a larger `allocate` fails with ENOSPC).
 struct HookedSync<F> {
     disk: SimDisk,
     before_sync: F,
+    space_limit: u64,
 }
 
 impl<F: Fn() + Send + Sync + 'static> Storage for HookedSync<F> {
@@ -611,35 +613,7 @@ impl<F: Fn() + Send + Sync + 'static> Storage for HookedSync<F> {
         self.disk.sync_data()
     }
     fn allocate(&self, len: u64) -> std::io::Result<()> {
-        self.disk.allocate(len)
-    }
-    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<usize> {
-        self.disk.read_at(offset, buffer)
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.disk.len()
-    }
-}
-
-/// A simulated disk with room for `limit` bytes: a larger `allocate` fails with ENOSPC.
-struct LimitedSpace {
-    disk: SimDisk,
-    limit: u64,
-}
-
-impl Storage for LimitedSpace {
-    fn write_vectored_at(
-        &self,
-        offset: u64,
-        buffers: &[std::io::IoSlice<'_>],
-    ) -> std::io::Result<usize> {
-        self.disk.write_vectored_at(offset, buffers)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.disk.sync_data()
-    }
-    fn allocate(&self, len: u64) -> std::io::Result<()> {
-        if len > self.limit {
+        if len > self.space_limit {
             return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
         }
         self.disk.allocate(len)
@@ -658,9 +632,10 @@ impl Storage for LimitedSpace {
 #[test]
 fn a_write_that_fits_where_a_growth_step_does_not_goes_through() {
     let disk = SimDisk::new();
-    let storage = LimitedSpace {
+    let storage = HookedSync {
         disk: disk.clone(),
-        limit: 2048,
+        before_sync: || {},
+        space_limit: 2048,
     };
     let config = PipeConfig {
         grow_step: 64 * 1024,
@@ -696,6 +671,7 @@ fn a_panicking_storage_fails_the_pipe() {
                     panic!("this storage panics on purpose");
                 }
             },
+            space_limit: u64::MAX,
         };
         let pipe = Pipe::new(
             storage,
@@ -804,6 +780,7 @@ fn a_panicking_waker_does_not_strand_the_other_tasks() {
                 open = opened.wait(open).unwrap();
             }
         },
+        space_limit: u64::MAX,
     };
     let pipe = Pipe::new(storage, config()).unwrap();
     let epoch = pipe.write(vec![7u8; 8], 0).unwrap();
