@@ -81,6 +81,13 @@ pub(crate) fn join<T>(core: &Arc<Core<T>>) -> BroadcastConsumer<T> {
             .compare_exchange(provisional, start, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            // The producer may have seen the provisional position and parked for space (with
+            // `LagPolicy::Block`): the word just moved up, which frees that space, so wake it
+            // as a batch release would. Otherwise this subscriber, finding nothing new, parks
+            // too, and both sleep for good (found by review).
+            if start != provisional {
+                core.space.notify();
+            }
             return BroadcastConsumer {
                 core: Arc::clone(core),
                 sub,

@@ -109,8 +109,9 @@ impl<T> RingBuilder<T> {
             next_id: AtomicU64::new(0),
             policy: self.lag_policy,
         };
+        let mut consumers = handles(subscribers)?;
         let core = self.core(false, Gating::Broadcast(registry))?;
-        let consumers = (0..subscribers).map(|_| join(&core)).collect();
+        consumers.extend((0..subscribers).map(|_| join(&core)));
         Ok((
             BroadcastProducer {
                 inner: SpInner::new(core),
@@ -141,25 +142,34 @@ impl<T> RingBuilder<T> {
                 capacity: self.capacity,
             });
         }
+        let mut done = handles(consumers)?;
+        done.extend((0..consumers).map(|_| CachePadded::new(AtomicU64::new(0))));
+        let mut handles = handles(consumers)?;
         let workers = Workers {
-            done: (0..consumers)
-                .map(|_| CachePadded::new(AtomicU64::new(0)))
-                .collect(),
+            done: done.into(),
             next: CachePadded::new(AtomicU64::new(0)),
             alive: AtomicUsize::new(consumers),
             max_batch,
         };
         let core = self.core(false, Gating::Work(workers))?;
-        let consumers = (0..consumers)
-            .map(|i| WorkConsumer::new(Arc::clone(&core), i))
-            .collect();
+        handles.extend((0..consumers).map(|i| WorkConsumer::new(Arc::clone(&core), i)));
         Ok((
             SingleProducer {
                 inner: SpInner::new(core),
             },
-            consumers,
+            handles,
         ))
     }
+}
+
+/// An empty vector with room for `count` per-consumer values, or
+/// [`Error::TooManyConsumers`] if that much cannot be allocated (instead of a panic).
+fn handles<V>(count: usize) -> Result<Vec<V>, Error> {
+    let mut values = Vec::new();
+    values
+        .try_reserve_exact(count)
+        .map_err(|_| Error::TooManyConsumers { requested: count })?;
+    Ok(values)
 }
 
 impl<T> fmt::Debug for RingBuilder<T> {

@@ -25,6 +25,11 @@ pub enum Error {
     ZeroClaim,
     /// A work-sharing ring asked for zero consumers.
     ZeroConsumers,
+    /// More consumer handles asked for than can be allocated.
+    TooManyConsumers {
+        /// The number asked for.
+        requested: usize,
+    },
     /// A claim (or a batch limit) larger than the ring.
     ClaimTooLarge {
         /// Slots asked for.
@@ -65,6 +70,9 @@ impl fmt::Display for Error {
             }
             Self::ZeroClaim => f.write_str("a claim must cover at least one slot"),
             Self::ZeroConsumers => f.write_str("a work-sharing ring needs at least one consumer"),
+            Self::TooManyConsumers { requested } => {
+                write!(f, "{requested} consumer handles cannot be allocated")
+            }
             Self::ClaimTooLarge {
                 requested,
                 capacity,

@@ -195,6 +195,20 @@ impl<T> Drop for SpInner<T> {
     }
 }
 
+/// Fills the one slot of `claim` and publishes it; returns its sequence.
+#[inline]
+pub(crate) fn publish_claimed<T>(
+    mut claim: Claim<'_, T>,
+    fill: impl FnOnce(&mut T),
+) -> Result<u64, Error> {
+    let seq = claim.first_sequence();
+    if let Some(slot) = claim.get_mut(0) {
+        fill(slot);
+    }
+    claim.publish();
+    Ok(seq)
+}
+
 /// Shared doc of the claim methods.
 macro_rules! sp_claim_methods {
     () => {
@@ -242,6 +256,25 @@ macro_rules! sp_claim_methods {
         #[inline]
         pub fn push(&mut self, value: T) -> Result<u64, Error> {
             self.publish_with(|slot| *slot = value)
+        }
+
+        /// Like [`publish_with`](Self::publish_with) but never waits: [`Error::Full`] if no
+        /// slot is free now, and then `fill` is not called (what it would write stays with
+        /// the caller).
+        #[inline]
+        pub fn try_publish_with(&mut self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
+            crate::producer::publish_claimed(self.try_claim(1)?, fill)
+        }
+
+        /// Like [`publish_with`](Self::publish_with), giving up with [`Error::Timeout`] (and
+        /// not calling `fill`) after `timeout`.
+        #[inline]
+        pub fn publish_with_timeout(
+            &mut self,
+            fill: impl FnOnce(&mut T),
+            timeout: std::time::Duration,
+        ) -> Result<u64, Error> {
+            crate::producer::publish_claimed(self.claim_timeout(1, timeout)?, fill)
         }
 
         /// Closes the ring: consumers read everything published so far, then get
@@ -310,7 +343,9 @@ const RESERVE_AFTER_REFUSALS: u32 = 2;
 ///
 /// Every method takes `&self`: a `Producer` is `Sync`, so one handle can be shared by many
 /// threads (behind an `Arc` or inside a shared struct) as well as cloned per thread. Each
-/// claim is independent; one thread may even hold several at once.
+/// claim is independent; one thread may even hold several at once, as long as together they
+/// fit in the ring: a thread that holds unpublished claims and asks for more slots than the
+/// ring has left beyond them waits for itself, for good.
 // Aligned to two cache lines (the prefetcher pulls pairs) so the handle's private cursor
 // state never shares a line with data another thread writes (checked at compile time in lib.rs).
 #[repr(align(128))]
@@ -497,19 +532,31 @@ impl<T> Producer<T> {
     /// value, as a dropped claim does.
     #[inline]
     pub fn publish_with(&self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
-        let mut claim = self.take(1, None)?;
-        let seq = claim.first_sequence();
-        if let Some(slot) = claim.get_mut(0) {
-            fill(slot);
-        }
-        claim.publish();
-        Ok(seq)
+        publish_claimed(self.take(1, None)?, fill)
     }
 
     /// Publishes one value; returns its sequence.
     #[inline]
     pub fn push(&self, value: T) -> Result<u64, Error> {
         self.publish_with(|slot| *slot = value)
+    }
+
+    /// Like [`publish_with`](Self::publish_with) but never waits: [`Error::Full`] if no slot
+    /// is free now, and then `fill` is not called.
+    #[inline]
+    pub fn try_publish_with(&self, fill: impl FnOnce(&mut T)) -> Result<u64, Error> {
+        publish_claimed(self.try_claim(1)?, fill)
+    }
+
+    /// Like [`publish_with`](Self::publish_with), giving up with [`Error::Timeout`] (and not
+    /// calling `fill`) after `timeout`.
+    #[inline]
+    pub fn publish_with_timeout(
+        &self,
+        fill: impl FnOnce(&mut T),
+        timeout: Duration,
+    ) -> Result<u64, Error> {
+        publish_claimed(self.claim_timeout(1, timeout)?, fill)
     }
 
     /// Closes the ring for every producer: claims already granted are still published and

@@ -49,9 +49,12 @@ pub enum LagPolicy {
     /// `claim_timeout` timed out) and drop it with `BroadcastProducer::evict_laggards`.
     #[default]
     Block,
-    /// Evict it: when a claim would have to wait for a subscriber that is a whole ring
-    /// behind and is between batches, the producer marks it lagged and stops waiting for it;
-    /// its next read returns [`Error::Lagged`].
+    /// Evict it: when a claim would have to wait for a subscriber that is between batches,
+    /// the producer marks it lagged and stops waiting for it; its next read returns
+    /// [`Error::Lagged`]. For a claim of `n` slots that is any subscriber more than
+    /// `capacity - n` entries behind (a whole ring behind for one slot), so large claims
+    /// evict sooner. (`laggards` / `evict_laggards` look for subscribers a whole ring behind:
+    /// those that block even a one-slot claim.)
     Evict,
 }
 

@@ -34,6 +34,10 @@ fn workers<T>(core: &Core<T>) -> &Workers {
 }
 
 /// One consumer of a work-sharing ring. Each batch it reads is taken by it alone.
+///
+/// Every live handle gates the producer at the end of the last batch it took, also while it
+/// does other work between reads: a worker that stops reading for a while holds the
+/// producer back by at most the ring's capacity (drop the handle to let go for good).
 // Aligned to two cache lines (the prefetcher pulls pairs) so the handle's private cursor
 // state never shares a line with data another thread writes (checked at compile time in lib.rs).
 #[repr(align(128))]

@@ -33,6 +33,19 @@ fn bad_capacities_are_typed_errors() {
         RingBuilder::<u8>::new(1 << 59).mpsc().err(),
         Some(Error::CapacityTooLarge { capacity: 1 << 59 })
     );
+    // Consumer handles that cannot be allocated: a typed error, not a capacity-overflow panic.
+    assert_eq!(
+        RingBuilder::<u64>::new(8).broadcast(usize::MAX).err(),
+        Some(Error::TooManyConsumers {
+            requested: usize::MAX
+        })
+    );
+    assert_eq!(
+        RingBuilder::<u64>::new(8).work_sharing(usize::MAX).err(),
+        Some(Error::TooManyConsumers {
+            requested: usize::MAX
+        })
+    );
     assert_eq!(
         RingBuilder::<u64>::new(0).work_sharing(2).err(),
         Some(Error::ZeroCapacity)
@@ -486,6 +499,49 @@ fn mpsc_publish_with_panicking_fill_leaves_no_hole() {
     };
     assert_eq!(got, vec![1, 0, 3]);
     assert_eq!(end, Error::Closed);
+}
+
+/// The single-event path has a form that never waits and one with a timeout, on every
+/// producer: on a full ring they refuse without calling `fill`; with room they publish.
+#[test]
+fn one_event_publishes_that_never_wait_or_time_out() {
+    let short = std::time::Duration::from_millis(5);
+    let untouched = |_: &mut u64| panic!("fill called on a refused publish");
+
+    let (mut sp, mut sc) = RingBuilder::<u64>::new(2).spsc().unwrap();
+    sp.push(1).unwrap();
+    sp.push(2).unwrap();
+    assert_eq!(sp.try_publish_with(untouched), Err(Error::Full));
+    assert_eq!(
+        sp.publish_with_timeout(untouched, short),
+        Err(Error::Timeout)
+    );
+    drop(sc.read().unwrap());
+    assert_eq!(sp.try_publish_with(|slot| *slot = 3), Ok(2));
+    assert_eq!(sp.publish_with_timeout(|slot| *slot = 4, short), Ok(3));
+    assert_eq!(
+        sc.read().unwrap().iter().copied().collect::<Vec<_>>(),
+        [3, 4]
+    );
+
+    let (mp, mut mc) = RingBuilder::<u64>::new(2).mpsc().unwrap();
+    mp.push(1).unwrap();
+    mp.push(2).unwrap();
+    assert_eq!(mp.try_publish_with(untouched), Err(Error::Full));
+    assert_eq!(
+        mp.publish_with_timeout(untouched, short),
+        Err(Error::Timeout)
+    );
+    drop(mc.read().unwrap());
+    assert_eq!(mp.try_publish_with(|slot| *slot = 3), Ok(2));
+    assert_eq!(mc.read().unwrap().iter().copied().collect::<Vec<_>>(), [3]);
+
+    let (mut bp, mut subs) = RingBuilder::<u64>::new(2).broadcast(1).unwrap();
+    bp.push(1).unwrap();
+    bp.push(2).unwrap();
+    assert_eq!(bp.try_publish_with(untouched), Err(Error::Full));
+    drop(subs[0].read().unwrap());
+    assert_eq!(bp.publish_with_timeout(|slot| *slot = 3, short), Ok(2));
 }
 
 /// A dropped MPSC claim whose reset panics (the factory fails) is still published: its

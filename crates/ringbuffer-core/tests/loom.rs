@@ -162,6 +162,38 @@ fn broadcast_gating_with_join_and_leave() {
     });
 }
 
+/// A subscriber joins (through a handle) while the producer runs with nobody gating it: the
+/// joiner registers at a provisional position, the producer may park on it, and the joiner
+/// then moves its word up to the cursor, which must wake the producer (it slept forever
+/// before: found by a review).
+#[test]
+fn broadcast_join_wakes_a_producer_gated_by_the_provisional_position() {
+    loom::model(|| {
+        let (mut p, subs) = RingBuilder::<u64>::new(2)
+            .wait_strategy(WaitStrategy::Blocking)
+            .broadcast(0)
+            .unwrap();
+        assert!(subs.is_empty());
+        let handle = p.subscribe_handle();
+        let joiner = thread::spawn(move || {
+            let mut late = handle.subscribe();
+            let mut next = late.position();
+            while let Ok(batch) = late.read() {
+                for v in batch.iter() {
+                    assert_eq!(*v, next);
+                    next += 1;
+                }
+            }
+            assert_eq!(next, 3);
+        });
+        for i in 0..3 {
+            p.push(i).unwrap();
+        }
+        p.close();
+        joiner.join().unwrap();
+    });
+}
+
 #[test]
 fn work_sharing_hand_off() {
     loom::model(|| {
