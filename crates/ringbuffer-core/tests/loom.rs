@@ -18,6 +18,27 @@ fn drain_mpsc(consumer: &mut ringbuffer_core::Consumer<u64>) -> Vec<u64> {
     }
 }
 
+/// Reads a late subscriber until closed: a contiguous run in order from where it joined;
+/// returns the sequence after the last entry it saw.
+fn drain_late(late: &mut ringbuffer_core::BroadcastConsumer<u64>) -> u64 {
+    let mut next = late.position();
+    while let Ok(batch) = late.read() {
+        for v in batch.iter() {
+            assert_eq!(*v, next);
+            next += 1;
+        }
+    }
+    next
+}
+
+/// Pushes 0, 1, 2 and closes.
+fn push_three_and_close(p: &mut ringbuffer_core::BroadcastProducer<u64>) {
+    for i in 0..3 {
+        p.push(i).unwrap();
+    }
+    p.close();
+}
+
 #[test]
 fn single_producer_claim_publish_wraps() {
     loom::model(|| {
@@ -145,27 +166,17 @@ fn broadcast_gating_with_join_and_leave() {
         let joiner = thread::spawn(move || {
             let mut late = seed.subscribe();
             drop(seed);
-            let mut next = late.position();
-            while let Ok(batch) = late.read() {
-                for v in batch.iter() {
-                    assert_eq!(*v, next);
-                    next += 1;
-                }
-            }
-            assert_eq!(next, 3);
+            assert_eq!(drain_late(&mut late), 3);
         });
-        for i in 0..3 {
-            p.push(i).unwrap();
-        }
-        p.close();
+        push_three_and_close(&mut p);
         joiner.join().unwrap();
     });
 }
 
 /// A subscriber joins (through a handle) while the producer runs with nobody gating it: the
-/// joiner registers at a provisional position, the producer may park on it, and the joiner
-/// then moves its word up to the cursor, which must wake the producer (it slept forever
-/// before: found by a review).
+/// joiner registers at a provisional position, the producer may wait on it, and the joiner
+/// then moves its word up to the cursor and wakes the producer; the joiner sees a contiguous
+/// run ending at the last entry.
 #[test]
 fn broadcast_join_wakes_a_producer_gated_by_the_provisional_position() {
     loom::model(|| {
@@ -177,19 +188,9 @@ fn broadcast_join_wakes_a_producer_gated_by_the_provisional_position() {
         let handle = p.subscribe_handle();
         let joiner = thread::spawn(move || {
             let mut late = handle.subscribe();
-            let mut next = late.position();
-            while let Ok(batch) = late.read() {
-                for v in batch.iter() {
-                    assert_eq!(*v, next);
-                    next += 1;
-                }
-            }
-            assert_eq!(next, 3);
+            assert_eq!(drain_late(&mut late), 3);
         });
-        for i in 0..3 {
-            p.push(i).unwrap();
-        }
-        p.close();
+        push_three_and_close(&mut p);
         joiner.join().unwrap();
     });
 }
