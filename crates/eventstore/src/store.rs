@@ -1093,8 +1093,11 @@ fn recover(
         .metadata()
         .map_err(|e| StoreError::io(log.path(), e))?
         .len();
-    if committed.log_end > log_len {
-        // The checkpoint claims more log than there is: it cannot be trusted.
+    // The checkpoint claims more log than there is, or more events than its log could hold
+    // (each takes a whole record header at least; the index's length, `next_position * 8`,
+    // would also overflow): it cannot be trusted.
+    let holds_at_most = committed.log_end / crate::record::HEADER_LEN as u64;
+    if committed.log_end > log_len || committed.next_position > holds_at_most {
         report.checkpoint_discarded = true;
         committed = Committed::default();
     }

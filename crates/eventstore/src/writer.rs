@@ -140,8 +140,11 @@ impl Writer {
             .map(|slots| slots.take_each(|request| pending.extend(request)));
             match taken {
                 Ok(()) | Err(RingError::Empty) => {}
-                // Closed (and drained): the store is shutting down.
-                Err(_) => return,
+                // Closed and drained: the store is shutting down. What is already queued
+                // here was accepted, and `close` waits for it: write it first (the next read
+                // with nothing queued ends the loop).
+                Err(_) if pending.is_empty() => return,
+                Err(_) => {}
             }
             // A batch is bounded in requests and in bytes (its first request may cross the
             // byte line alone).

@@ -453,6 +453,34 @@ fn reopening_continues_versions_and_positions() {
     assert_eq!(stream.read_from(0).unwrap().len(), 3);
 }
 
+/// `close` writes every append it accepted: more appends than one read of the intake takes
+/// are queued when it closes (the writer used to stop at the closed ring and drop the rest).
+#[test]
+fn close_writes_every_append_it_accepted() {
+    const APPENDS: u32 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let stream = stream_of(&store, 1u128);
+        let pending: Vec<_> = (0..APPENDS)
+            .map(|n| {
+                stream
+                    .append_nowait(Expected::Any, &[event("e", &n.to_le_bytes())])
+                    .unwrap()
+            })
+            .collect();
+        store.close().unwrap();
+        for pending in pending {
+            pending.wait().unwrap();
+        }
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        stream_of(&store, 1u128).version(),
+        Some(u64::from(APPENDS) - 1)
+    );
+}
+
 #[test]
 fn appends_without_waiting_and_subscriptions_see_only_durable_events_in_order() {
     let dir = tempfile::tempdir().unwrap();

@@ -240,3 +240,18 @@ fn a_checkpoint_bounds_the_replay_and_a_bad_one_is_replaced_by_a_full_replay() {
     assert!(store.recovery().checkpoint_discarded);
     assert_eq!(store.recovery().replayed_events, 25);
 }
+
+/// A checkpoint whose checksum holds but whose numbers cannot (more events than its log could
+/// hold: the index length would overflow) is discarded like a damaged one, not trusted.
+#[test]
+fn a_checkpoint_with_impossible_numbers_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 5);
+    let path = dir.path().join("checkpoint.dat");
+    let mut committed = eventstore::decode_checkpoint(&std::fs::read(&path).unwrap()).unwrap();
+    committed.next_position = u64::MAX / 4;
+    std::fs::write(&path, eventstore::encode_checkpoint(&committed)).unwrap();
+    let store = check_store(dir.path(), 1, 5);
+    assert!(store.recovery().checkpoint_discarded);
+    assert_eq!(store.recovery().replayed_events, 5);
+}
