@@ -150,50 +150,59 @@ impl<T> BroadcastProducer<T> {
     /// Subscribers at least a whole ring behind the producer (they gate its next claim
     /// under [`LagPolicy::Block`](crate::LagPolicy::Block)). Evicted ones are not listed.
     pub fn laggards(&self) -> Vec<Laggard> {
-        let cap = self.inner.core.capacity() as u64;
-        let next = self.inner.next;
-        let subs = registry(&self.inner.core)
-            .subs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        subs.iter()
-            .filter_map(|sub| {
-                let word = sub.word.load(Ordering::Acquire);
-                let position = word & POS_MASK;
-                (word & LAGGED == 0 && position + cap <= next).then_some(Laggard {
-                    id: sub.id,
-                    position,
-                })
-            })
-            .collect()
+        laggards(&self.inner.core, self.inner.next)
     }
 
     /// Evicts every subscriber that is a whole ring behind and between batches: the
     /// producer stops waiting for it and its next read returns [`Error::Lagged`]. Returns how
     /// many were evicted.
     pub fn evict_laggards(&mut self) -> usize {
-        let cap = self.inner.core.capacity() as u64;
-        let next = self.inner.next;
-        let subs = registry(&self.inner.core)
-            .subs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut evicted = 0;
-        for sub in subs.iter() {
+        evict_laggards(&self.inner.core, self.inner.next)
+    }
+}
+
+/// The subscribers of `core` at least a whole ring behind `next` (not evicted).
+fn laggards<T>(core: &Core<T>, next: u64) -> Vec<Laggard> {
+    let cap = core.capacity() as u64;
+    let subs = registry(core)
+        .subs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    subs.iter()
+        .filter_map(|sub| {
             let word = sub.word.load(Ordering::Acquire);
             let position = word & POS_MASK;
-            if word & (LAGGED | ACTIVE) == 0
-                && position + cap <= next
-                && sub
-                    .word
-                    .compare_exchange(word, word | LAGGED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-            {
-                evicted += 1;
-            }
+            (word & LAGGED == 0 && position + cap <= next).then_some(Laggard {
+                id: sub.id,
+                position,
+            })
+        })
+        .collect()
+}
+
+/// Evicts the subscribers of `core` a whole ring behind `next` and between batches (a
+/// compare-and-swap from a word without `ACTIVE`, as the gate does); returns how many.
+fn evict_laggards<T>(core: &Core<T>, next: u64) -> usize {
+    let cap = core.capacity() as u64;
+    let subs = registry(core)
+        .subs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut evicted = 0;
+    for sub in subs.iter() {
+        let word = sub.word.load(Ordering::Acquire);
+        let position = word & POS_MASK;
+        if word & (LAGGED | ACTIVE) == 0
+            && position + cap <= next
+            && sub
+                .word
+                .compare_exchange(word, word | LAGGED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            evicted += 1;
         }
-        evicted
     }
+    evicted
 }
 
 impl<T> fmt::Debug for BroadcastProducer<T> {
@@ -226,6 +235,42 @@ impl<T> SubscribeHandle<T> {
     /// A new subscriber that sees every entry published from now on.
     pub fn subscribe(&self) -> BroadcastConsumer<T> {
         join(&self.core)
+    }
+
+    /// Like [`BroadcastProducer::laggards`], from any thread: the subscribers a whole ring
+    /// behind what the producer has published. With [`LagPolicy::Block`](crate::LagPolicy::Block)
+    /// they hold back its next claim, which may be blocked right now.
+    pub fn laggards(&self) -> Vec<Laggard> {
+        laggards(&self.core, self.core.cursor.load(Ordering::Acquire))
+    }
+
+    /// Like [`BroadcastProducer::evict_laggards`], from any thread, for a producer that is
+    /// blocked in a claim (or busy elsewhere): evicts the subscribers a whole ring behind what
+    /// it has published and between batches, and wakes it if it waits for space. Returns how
+    /// many were evicted.
+    ///
+    /// ```
+    /// use ringbuffer_core::{Error, RingBuilder};
+    ///
+    /// let (mut producer, mut subs) = RingBuilder::<u64>::new(2).broadcast(1)?;
+    /// let handle = producer.subscribe_handle();
+    /// producer.push(1)?;
+    /// producer.push(2)?; // the ring is full: the subscriber never reads
+    /// let blocked = std::thread::spawn(move || producer.push(3)); // waits for space
+    /// while handle.laggards().is_empty() {
+    ///     std::thread::yield_now();
+    /// }
+    /// assert_eq!(handle.evict_laggards(), 1);
+    /// assert_eq!(blocked.join().expect("producer")?, 2);
+    /// assert!(matches!(subs[0].read(), Err(Error::Lagged { .. })));
+    /// # Ok::<(), ringbuffer_core::Error>(())
+    /// ```
+    pub fn evict_laggards(&self) -> usize {
+        let evicted = evict_laggards(&self.core, self.core.cursor.load(Ordering::Acquire));
+        if evicted > 0 {
+            self.core.space.wake_all();
+        }
+        evicted
     }
 }
 

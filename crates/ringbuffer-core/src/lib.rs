@@ -25,7 +25,8 @@
 //! be found with [`BroadcastProducer::laggards`] and evicted
 //! ([`BroadcastProducer::evict_laggards`], or automatically with [`LagPolicy::Evict`]); it
 //! then reads [`Error::Lagged`] and can [`BroadcastConsumer::resubscribe`]. Any thread can add
-//! subscribers through a [`SubscribeHandle`].
+//! subscribers through a [`SubscribeHandle`], and find and evict laggards through it while
+//! the producer is blocked in a claim ([`SubscribeHandle::evict_laggards`]).
 //!
 //! Misuse is a typed [`Error`], never a panic or a hang: zero or non-power-of-two capacity,
 //! a claim of zero slots or more than the ring holds, use after close.
