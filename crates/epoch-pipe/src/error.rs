@@ -85,9 +85,7 @@ pub enum PipeError {
 impl PipeError {
     pub(crate) fn from_io(operation: Operation, offset: u64, len: u64, error: &io::Error) -> Self {
         let os_code = error.raw_os_error();
-        if matches!(os_code, Some(libc::ENOSPC) | Some(libc::EDQUOT))
-            || error.kind() == io::ErrorKind::StorageFull
-        {
+        if is_no_space(error) {
             return PipeError::NoSpace {
                 operation,
                 offset,
@@ -154,3 +152,11 @@ impl fmt::Display for PipeError {
 }
 
 impl std::error::Error for PipeError {}
+
+/// Whether `error` says the storage is out of room (`ENOSPC`, a quota's `EDQUOT`).
+pub(crate) fn is_no_space(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    ) || error.kind() == io::ErrorKind::StorageFull
+}

@@ -300,6 +300,28 @@ enum Outcome {
     Other,
 }
 
+#[cfg(not(epoch_pipe_loom))]
+std::thread_local! {
+    /// Set on the pipe's own threads (flusher, sync workers, publisher), which run tasks'
+    /// wakers: a `close` from one of them must not wait for those threads to end.
+    static ON_PIPE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as one of the pipe's.
+fn mark_pipe_thread() {
+    #[cfg(not(epoch_pipe_loom))]
+    ON_PIPE_THREAD.with(|on| on.set(true));
+}
+
+/// Whether the calling thread is one of the pipe's (never under loom, whose models do not
+/// close from a waker).
+fn on_pipe_thread() -> bool {
+    #[cfg(not(epoch_pipe_loom))]
+    return ON_PIPE_THREAD.with(std::cell::Cell::get);
+    #[cfg(epoch_pipe_loom)]
+    false
+}
+
 /// Publications that woke fewer waiters say little about the cost of waking a crowd.
 const REGROUP_SAMPLE_MIN_WAITERS: u64 = 4;
 
@@ -620,7 +642,9 @@ impl<S: Storage> Pipe<S> {
     }
 
     /// Stops accepting writes, writes and syncs what was staged, and stops the threads.
-    /// Returns the pipe's failure if it has one. Also done on drop.
+    /// Returns the pipe's failure if it has one. Also done on drop. A `close` racing another
+    /// waits for it; one made by a task's waker that the pipe runs (on one of its own
+    /// threads) starts the close and returns without waiting for it.
     pub fn close(&self) -> Result<(), PipeError> {
         self.shared.closing.store(true, Ordering::Relaxed);
         {
@@ -628,6 +652,14 @@ impl<S: Storage> Pipe<S> {
             staging.closed = true;
             self.shared.staged.notify_all();
             self.shared.room.notify_all();
+        }
+        // On one of the pipe's own threads (a task's waker that closes the pipe) nobody can
+        // wait for those threads to end: the close is under way, report what is known.
+        if on_pipe_thread() {
+            return match self.failure() {
+                Some(failure) => Err(failure),
+                None => Ok(()),
+            };
         }
         // Held until every thread has ended: a `close` racing this one waits here instead of
         // finding no thread to join and returning before what was staged is synced.
@@ -825,6 +857,7 @@ impl<S: Storage> Shared<S> {
     /// The flusher thread's loop; `this` is the `Arc` that holds `self` (to start the
     /// publisher thread with).
     fn run_flusher(&self, this: &Arc<Self>) {
+        mark_pipe_thread();
         let _fail_on_panic = FailOnPanic {
             shared: self,
             thread: "flusher",
@@ -972,7 +1005,7 @@ impl<S: Storage> Shared<S> {
         };
         let allocated = match self.storage.allocate(grown) {
             Ok(()) => grown,
-            Err(e) if grown > end && e.raw_os_error() == Some(libc::ENOSPC) => {
+            Err(e) if grown > end && crate::error::is_no_space(&e) => {
                 self.storage.allocate(end).map_err(|e| failed(end, &e))?;
                 end
             }
@@ -1170,6 +1203,7 @@ impl<S: Storage> Shared<S> {
     /// The publisher thread: wakes the waiters of what the flusher hands it, until the
     /// flusher stops (then it wakes what is pending and ends).
     fn run_publisher(&self) {
+        mark_pipe_thread();
         let _fail_on_panic = FailOnPanic {
             shared: self,
             thread: "publisher",
@@ -1222,6 +1256,7 @@ impl<S: Storage> Shared<S> {
     }
 
     fn run_sync_worker(&self) {
+        mark_pipe_thread();
         let _fail_on_panic = FailOnPanic {
             shared: self,
             thread: "sync worker",
@@ -1359,10 +1394,10 @@ mod tests {
         }
     }
 
-    /// Two acknowledgements handed to the publisher, the first with a task whose waker
-    /// panics: the second's task is woken all the same (a publisher that unwound used to
-    /// drop it), the pipe fails with `Panicked` on the publisher, and a hand-off after that
-    /// is refused (the flusher then wakes inline) rather than left pending for nobody.
+    /// Two acknowledgements handed to the publisher in one batch, the first with a task whose
+    /// waker panics: the second's task is woken all the same (a publisher that unwound used
+    /// to drop it), the pipe fails with `Panicked` on the publisher, and a hand-off after
+    /// that is refused (the flusher then wakes inline) rather than left pending for nobody.
     #[test]
     fn a_panicking_waker_on_the_publisher_strands_no_later_hand_off() {
         let pipe = Pipe::new(crate::SimDisk::new(), PipeConfig::default()).expect("config");
@@ -1377,10 +1412,26 @@ mod tests {
         // Held, so the publisher takes both in one batch.
         let handoff = lock(&shared.handoff);
         drop(handoff);
-        let first = acknowledged(1, Waker::from(Arc::new(PanickingWaker)));
-        let second = acknowledged(2, Waker::from(Arc::clone(&counting)));
-        assert!(shared.hand_off(shared, first).is_ok());
-        assert!(shared.hand_off(shared, second).is_ok());
+        // An acknowledgement that wakes nobody starts the publisher; then both go out as one
+        // batch, queued under one lock (handed off one by one, the first could stop the
+        // publisher before the second is handed off).
+        let nobody = Acknowledged {
+            epoch: 0,
+            staged_before: 0,
+            acknowledged: 0,
+            wakers: Vec::new(),
+        };
+        assert!(shared.hand_off(shared, nobody).is_ok());
+        {
+            let mut handoff = lock(&shared.handoff);
+            handoff
+                .pending
+                .push(acknowledged(1, Waker::from(Arc::new(PanickingWaker))));
+            handoff
+                .pending
+                .push(acknowledged(2, Waker::from(Arc::clone(&counting))));
+            shared.handoff_work.notify_one();
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while counting.0.load(Ordering::SeqCst) == 0 {
             assert!(

@@ -657,6 +657,61 @@ fn a_write_that_fits_where_a_growth_step_does_not_goes_through() {
     );
 }
 
+/// A task waker that closes the pipe (it runs on the pipe's flusher) while another thread is
+/// inside `close`, joining that flusher: neither waits for the other.
+struct ClosingWaker<S: Storage>(Arc<Pipe<S>>);
+
+impl<S: Storage> Wake for ClosingWaker<S> {
+    fn wake(self: Arc<Self>) {
+        let _ = self.0.close();
+    }
+}
+
+#[test]
+fn a_waker_that_closes_the_pipe_does_not_deadlock_a_racing_close() {
+    let open = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let gate = Arc::clone(&open);
+    let storage = HookedSync {
+        disk: SimDisk::new(),
+        before_sync: move || {
+            let (open, opened) = &*gate;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+        },
+        space_limit: u64::MAX,
+    };
+    let pipe = Arc::new(Pipe::new(storage, config()).unwrap());
+    let epoch = pipe.write(vec![1u8; 8], 0).unwrap();
+    let waker = Waker::from(Arc::new(ClosingWaker(Arc::clone(&pipe))));
+    let mut durable = std::pin::pin!(pipe.durable(epoch));
+    assert!(
+        durable
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending(),
+        "the gate holds the sync"
+    );
+    drop(waker);
+    let closer = {
+        let pipe = Arc::clone(&pipe);
+        std::thread::spawn(move || pipe.close())
+    };
+    {
+        let (gate, opened) = &*open;
+        *gate.lock().unwrap() = true;
+        opened.notify_all();
+    }
+    assert_eq!(closer.join().unwrap(), Ok(()));
+    assert_eq!(
+        durable
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop())),
+        Poll::Ready(Ok(()))
+    );
+}
+
 /// A panic on a pipe thread fails the pipe: the waiter gets `Panicked` (it used to wait
 /// forever), later writes are refused, what was durable stays durable, `close` reports it.
 #[test]

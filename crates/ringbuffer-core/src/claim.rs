@@ -25,7 +25,8 @@ pub(crate) enum Publisher<'a> {
 /// `RingBuilder::new`) and publishes it, so consumers never wait on a hole; they see those
 /// default values. Payload types that must tell them apart can carry an `Option` or a tag.
 /// If the factory itself panics during that reset, the claim is published all the same,
-/// with the slots not yet reset as the filling left them.
+/// with the slots not yet reset as the filling left them (unless the claim was being dropped
+/// because `fill` panicked: a second panic while unwinding aborts the process).
 #[must_use = "a claim is published by `publish()`; dropping it publishes default values"]
 pub struct Claim<'a, T> {
     core: &'a Core<T>,
