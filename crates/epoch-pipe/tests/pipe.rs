@@ -657,6 +657,33 @@ fn a_write_that_fits_where_a_growth_step_does_not_goes_through() {
     );
 }
 
+/// Where a gated disk's syncs wait until `open_gate`.
+type Gate = Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>;
+
+/// A simulated disk whose syncs wait until the test opens the gate.
+fn gated_disk() -> (HookedSync<impl Fn() + Send + Sync + 'static>, Gate) {
+    let gate: Gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let held = Arc::clone(&gate);
+    let storage = HookedSync {
+        disk: SimDisk::new(),
+        before_sync: move || {
+            let (open, opened) = &*held;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+        },
+        space_limit: u64::MAX,
+    };
+    (storage, gate)
+}
+
+fn open_gate(gate: &Gate) {
+    let (open, opened) = &**gate;
+    *open.lock().unwrap() = true;
+    opened.notify_all();
+}
+
 /// A task waker that closes the pipe (it runs on the pipe's flusher) while another thread is
 /// inside `close`, joining that flusher: neither waits for the other.
 struct ClosingWaker<S: Storage>(Arc<Pipe<S>>);
@@ -669,19 +696,7 @@ impl<S: Storage> Wake for ClosingWaker<S> {
 
 #[test]
 fn a_waker_that_closes_the_pipe_does_not_deadlock_a_racing_close() {
-    let open = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-    let gate = Arc::clone(&open);
-    let storage = HookedSync {
-        disk: SimDisk::new(),
-        before_sync: move || {
-            let (open, opened) = &*gate;
-            let mut open = open.lock().unwrap();
-            while !*open {
-                open = opened.wait(open).unwrap();
-            }
-        },
-        space_limit: u64::MAX,
-    };
+    let (storage, gate) = gated_disk();
     let pipe = Arc::new(Pipe::new(storage, config()).unwrap());
     let epoch = pipe.write(vec![1u8; 8], 0).unwrap();
     let waker = Waker::from(Arc::new(ClosingWaker(Arc::clone(&pipe))));
@@ -698,11 +713,7 @@ fn a_waker_that_closes_the_pipe_does_not_deadlock_a_racing_close() {
         let pipe = Arc::clone(&pipe);
         std::thread::spawn(move || pipe.close())
     };
-    {
-        let (gate, opened) = &*open;
-        *gate.lock().unwrap() = true;
-        opened.notify_all();
-    }
+    open_gate(&gate);
     assert_eq!(closer.join().unwrap(), Ok(()));
     assert_eq!(
         durable
@@ -823,20 +834,8 @@ impl Wake for PanickingWaker {
 /// same (its epoch is durable), then the pipe fails with `Panicked`.
 #[test]
 fn a_panicking_waker_does_not_strand_the_other_tasks() {
-    let open = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
-    let gate = Arc::clone(&open);
     // Syncs wait until the test opens the gate, so both tasks register first.
-    let storage = HookedSync {
-        disk: SimDisk::new(),
-        before_sync: move || {
-            let (open, opened) = &*gate;
-            let mut open = open.lock().unwrap();
-            while !*open {
-                open = opened.wait(open).unwrap();
-            }
-        },
-        space_limit: u64::MAX,
-    };
+    let (storage, gate) = gated_disk();
     let pipe = Pipe::new(storage, config()).unwrap();
     let epoch = pipe.write(vec![7u8; 8], 0).unwrap();
 
@@ -861,11 +860,7 @@ fn a_panicking_waker_does_not_strand_the_other_tasks() {
             .is_pending()
     );
 
-    {
-        let (gate, opened) = &*open;
-        *gate.lock().unwrap() = true;
-        opened.notify_all();
-    }
+    open_gate(&gate);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while counter.wakes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         assert!(
