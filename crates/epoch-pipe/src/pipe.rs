@@ -302,24 +302,30 @@ enum Outcome {
 
 #[cfg(not(epoch_pipe_loom))]
 std::thread_local! {
-    /// Set on the pipe's own threads (flusher, sync workers, publisher), which run tasks'
-    /// wakers: a `close` from one of them must not wait for those threads to end.
-    static ON_PIPE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// On a pipe's own threads (flusher, sync workers, publisher), which run tasks' wakers:
+    /// the address of that pipe's shared state (0 elsewhere). A `close` of that pipe from one
+    /// of them must not wait for its threads to end.
+    static PIPE_OF_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Marks the calling thread as one of the pipe's.
-fn mark_pipe_thread() {
+/// Marks the calling thread as one of `shared`'s pipe's threads.
+fn mark_pipe_thread<S>(shared: &Shared<S>) {
     #[cfg(not(epoch_pipe_loom))]
-    ON_PIPE_THREAD.with(|on| on.set(true));
-}
-
-/// Whether the calling thread is one of the pipe's (never under loom, whose models do not
-/// close from a waker).
-fn on_pipe_thread() -> bool {
-    #[cfg(not(epoch_pipe_loom))]
-    return ON_PIPE_THREAD.with(std::cell::Cell::get);
+    PIPE_OF_THREAD.with(|pipe| pipe.set(std::ptr::from_ref(shared) as usize));
     #[cfg(epoch_pipe_loom)]
-    false
+    let _ = shared;
+}
+
+/// Whether the calling thread is one of `shared`'s pipe's threads (never under loom, whose
+/// models do not close from a waker).
+fn on_pipe_thread<S>(shared: &Shared<S>) -> bool {
+    #[cfg(not(epoch_pipe_loom))]
+    return PIPE_OF_THREAD.with(std::cell::Cell::get) == std::ptr::from_ref(shared) as usize;
+    #[cfg(epoch_pipe_loom)]
+    {
+        let _ = shared;
+        false
+    }
 }
 
 /// Publications that woke fewer waiters say little about the cost of waking a crowd.
@@ -655,7 +661,7 @@ impl<S: Storage> Pipe<S> {
         }
         // On one of the pipe's own threads (a task's waker that closes the pipe) nobody can
         // wait for those threads to end: the close is under way, report what is known.
-        if on_pipe_thread() {
+        if on_pipe_thread(&self.shared) {
             return match self.failure() {
                 Some(failure) => Err(failure),
                 None => Ok(()),
@@ -857,7 +863,7 @@ impl<S: Storage> Shared<S> {
     /// The flusher thread's loop; `this` is the `Arc` that holds `self` (to start the
     /// publisher thread with).
     fn run_flusher(&self, this: &Arc<Self>) {
-        mark_pipe_thread();
+        mark_pipe_thread(self);
         let _fail_on_panic = FailOnPanic {
             shared: self,
             thread: "flusher",
@@ -1203,7 +1209,7 @@ impl<S: Storage> Shared<S> {
     /// The publisher thread: wakes the waiters of what the flusher hands it, until the
     /// flusher stops (then it wakes what is pending and ends).
     fn run_publisher(&self) {
-        mark_pipe_thread();
+        mark_pipe_thread(self);
         let _fail_on_panic = FailOnPanic {
             shared: self,
             thread: "publisher",
@@ -1256,7 +1262,7 @@ impl<S: Storage> Shared<S> {
     }
 
     fn run_sync_worker(&self) {
-        mark_pipe_thread();
+        mark_pipe_thread(self);
         let _fail_on_panic = FailOnPanic {
             shared: self,
             thread: "sync worker",
