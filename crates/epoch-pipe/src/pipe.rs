@@ -863,11 +863,7 @@ impl<S: Storage> Shared<S> {
     /// The flusher thread's loop; `this` is the `Arc` that holds `self` (to start the
     /// publisher thread with).
     fn run_flusher(&self, this: &Arc<Self>) {
-        mark_pipe_thread(self);
-        let _fail_on_panic = FailOnPanic {
-            shared: self,
-            thread: "flusher",
-        };
+        let _fail_on_panic = self.enter_pipe_thread("flusher");
         let length = self.storage.len();
         // Without a floor, zeros could land on data written before this pipe started.
         let zero_floor = self.config.zero_from.or(length.as_ref().ok().copied());
@@ -1209,11 +1205,7 @@ impl<S: Storage> Shared<S> {
     /// The publisher thread: wakes the waiters of what the flusher hands it, until the
     /// flusher stops (then it wakes what is pending and ends).
     fn run_publisher(&self) {
-        mark_pipe_thread(self);
-        let _fail_on_panic = FailOnPanic {
-            shared: self,
-            thread: "publisher",
-        };
+        let _fail_on_panic = self.enter_pipe_thread("publisher");
         let mut handoff = lock(&self.handoff);
         loop {
             if !handoff.pending.is_empty() {
@@ -1249,6 +1241,16 @@ impl<S: Storage> Shared<S> {
         }
     }
 
+    /// What each of the pipe's threads does first: marks itself as one of this pipe's (see
+    /// `close`) and returns the guard that fails the pipe if it panics.
+    fn enter_pipe_thread(&self, thread: &'static str) -> FailOnPanic<'_, S> {
+        mark_pipe_thread(self);
+        FailOnPanic {
+            shared: self,
+            thread,
+        }
+    }
+
     /// Ends the sync workers and the publisher (each finishes what it was given first).
     fn stop_sync_workers(&self) {
         {
@@ -1262,11 +1264,7 @@ impl<S: Storage> Shared<S> {
     }
 
     fn run_sync_worker(&self) {
-        mark_pipe_thread(self);
-        let _fail_on_panic = FailOnPanic {
-            shared: self,
-            thread: "sync worker",
-        };
+        let _fail_on_panic = self.enter_pipe_thread("sync worker");
         let mut syncs = lock(&self.syncs);
         loop {
             let Some(epoch) = syncs.queued.take() else {

@@ -109,7 +109,7 @@ impl<T> RingBuilder<T> {
             next_id: AtomicU64::new(0),
             policy: self.lag_policy,
         };
-        let mut consumers = handles(subscribers)?;
+        let mut consumers = reserve_handles(subscribers)?;
         let core = self.core(false, Gating::Broadcast(registry))?;
         consumers.extend((0..subscribers).map(|_| join(&core)));
         Ok((
@@ -142,9 +142,9 @@ impl<T> RingBuilder<T> {
                 capacity: self.capacity,
             });
         }
-        let mut done = handles(consumers)?;
+        let mut done = reserve_handles(consumers)?;
         done.extend((0..consumers).map(|_| CachePadded::new(AtomicU64::new(0))));
-        let mut handles = handles(consumers)?;
+        let mut handles = reserve_handles(consumers)?;
         let workers = Workers {
             done: done.into(),
             next: CachePadded::new(AtomicU64::new(0)),
@@ -164,7 +164,7 @@ impl<T> RingBuilder<T> {
 
 /// An empty vector with room for `count` per-consumer values, or
 /// [`Error::TooManyConsumers`] if that much cannot be allocated (instead of a panic).
-fn handles<V>(count: usize) -> Result<Vec<V>, Error> {
+fn reserve_handles<V>(count: usize) -> Result<Vec<V>, Error> {
     let mut values = Vec::new();
     values
         .try_reserve_exact(count)

@@ -43,10 +43,11 @@ impl Rings {
             .push(ring);
     }
 
-    /// Submits `entry` on a free ring and waits for its completion; returns the CQE result,
-    /// or `None` when no ring is free and a new one cannot be made (locked-memory limit, file
-    /// descriptors): not an I/O failure, so the caller uses the plain system call instead.
-    fn run(&self, entry: squeue::Entry) -> Option<io::Result<i32>> {
+    /// Submits `entry` on a free ring and waits for its completion; returns the CQE result
+    /// (a negative one as the error it stands for), or `None` when no ring is free and a new
+    /// one cannot be made (locked-memory limit, file descriptors): not an I/O failure, so the
+    /// caller uses the plain system call instead.
+    fn run(&self, entry: squeue::Entry) -> Option<io::Result<u32>> {
         let taken = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut ring = match taken {
             Some(ring) => ring,
@@ -57,7 +58,9 @@ impl Rings {
         if result.is_ok() {
             self.give_back(ring);
         }
-        Some(result)
+        Some(result.and_then(|result| {
+            u32::try_from(result).map_err(|_| io::Error::from_raw_os_error(-result))
+        }))
     }
 
     fn submit(ring: &mut IoUring, entry: squeue::Entry) -> io::Result<i32> {
@@ -105,11 +108,8 @@ impl Rings {
         let entry = opcode::Writev::new(types::Fd(fd), buffers.as_ptr().cast(), count)
             .offset(offset)
             .build();
-        Some(match self.run(entry)? {
-            Ok(result) if result < 0 => Err(io::Error::from_raw_os_error(-result)),
-            Ok(result) => Ok(result as usize),
-            Err(error) => Err(error),
-        })
+        self.run(entry)
+            .map(|result| result.map(|written| written as usize))
     }
 
     /// `fdatasync` through the ring (`None`: no ring to be had, see [`Rings::run`]).
@@ -117,10 +117,6 @@ impl Rings {
         let entry = opcode::Fsync::new(types::Fd(fd))
             .flags(types::FsyncFlags::DATASYNC)
             .build();
-        Some(match self.run(entry)? {
-            Ok(result) if result < 0 => Err(io::Error::from_raw_os_error(-result)),
-            Ok(_) => Ok(()),
-            Err(error) => Err(error),
-        })
+        self.run(entry).map(|result| result.map(drop))
     }
 }
