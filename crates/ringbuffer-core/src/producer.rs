@@ -8,7 +8,7 @@ use crate::claim::{Claim, Publisher};
 use crate::error::Error;
 use crate::ring::{CLOSED_BIT, Core, GateCache};
 use crate::sync::{Arc, AtomicU64, Ordering};
-use crate::wait::{Waited, wait_for};
+use crate::wait::{Waited, current_cpu, wait_for};
 
 /// How long a claim may wait.
 #[derive(Clone, Copy)]
@@ -96,6 +96,7 @@ impl<T> SpInner<T> {
         if end > self.space_limit {
             self.wait_for_space(end, wait)?;
         }
+        self.core.space.note_cpu(current_cpu());
         let start = self.next;
         Ok(Claim::new(
             &self.core,
@@ -175,6 +176,8 @@ impl<T> SpInner<T> {
         if end > self.space_limit {
             self.wait_for_space(end, Wait::Forever)?;
         }
+        // Keeps the consumer's idea of where this producer runs fresh (see `Whereabouts`).
+        self.core.space.note_cpu(current_cpu());
         self.fast_limit = self.space_limit.min(self.next + CHECK_EVERY);
         debug_assert!(self.fast_limit >= end);
         Ok(())

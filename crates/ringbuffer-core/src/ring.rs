@@ -221,9 +221,9 @@ impl<T> Core<T> {
             marks,
             slots,
             mask: capacity as u64 - 1,
+            data: Notifier::new(matches!(gating, Gating::Single(_))),
+            space: Notifier::new(!multi),
             gating,
-            data: Notifier::new(),
-            space: Notifier::new(),
             strategy,
             factory,
         })

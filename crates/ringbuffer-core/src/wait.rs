@@ -217,6 +217,11 @@ impl Backoff {
         }
     }
 
+    /// Goes straight to the yields.
+    pub(crate) fn skip_spinning(&mut self) {
+        self.step = self.step.max(SPIN_ROUNDS);
+    }
+
     /// Whether the next [`snooze`](Self::snooze) would yield (or park) rather than spin.
     #[inline]
     pub(crate) fn yielding(&self, strategy: WaitStrategy) -> bool {
@@ -279,9 +284,46 @@ pub(crate) struct Notifier {
     long_yield_at: std::sync::atomic::AtomicU64,
     /// When the first of the current sleepers parked (a timing hint, like `last_wake`).
     parked_since: std::sync::atomic::AtomicU64,
-    /// A thread of this direction is working through a batch and will release it soon (a
-    /// timing hint: only the single consumer of an MPSC/SPSC ring sets it).
-    busy: CachePadded<std::sync::atomic::AtomicBool>,
+    /// Where a thread of this direction was last seen, and whether it is working through a
+    /// batch it will release soon (timing hints, see [`Whereabouts`]).
+    whereabouts: CachePadded<Whereabouts>,
+}
+
+/// Where the threads of one direction were last seen: a timing hint, not part of any
+/// synchronization.
+///
+/// Why: a waiter spins on the bet that the thread it waits for runs on another core. When
+/// the scheduler has put both on the same core (it places a new thread next to its spawner
+/// when the other core looks busy, and a ring's two threads then stay together for
+/// milliseconds, since both always ran a moment ago), every spin only delays the peer, which
+/// cannot run until the waiter gives the core away. A waiter that finds its peer was last
+/// seen on its own core yields at once instead.
+#[derive(Debug, Default)]
+struct Whereabouts {
+    /// The direction has one thread: `cpu` is recorded (with several, "the peer" is not one
+    /// thread and the hint would mislead).
+    one_thread: bool,
+    /// The single consumer of an MPSC/SPSC ring holds a batch and will release it soon.
+    busy: std::sync::atomic::AtomicBool,
+    /// The CPU (plus one; 0: not known) the direction's one thread last started a batch or a
+    /// wait on, or went by a periodic check of the single-producer path.
+    cpu: std::sync::atomic::AtomicU32,
+}
+
+/// The CPU the calling thread runs on, plus one; 0 where it cannot be known (and under
+/// loom, whose models must not depend on it). On Linux `sched_getcpu` reads the thread's
+/// restartable-sequence area (no system call).
+#[inline]
+pub(crate) fn current_cpu() -> u32 {
+    #[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
+    {
+        // SAFETY: `sched_getcpu` takes no arguments and touches no memory of ours.
+        let cpu = unsafe { libc::sched_getcpu() };
+        if let Ok(cpu) = u32::try_from(cpu) {
+            return cpu.saturating_add(1);
+        }
+    }
+    0
 }
 
 /// Nanoseconds since a process-wide base instant.
@@ -291,7 +333,9 @@ fn clock() -> u64 {
 }
 
 impl Notifier {
-    pub(crate) fn new() -> Self {
+    /// `one_thread`: this direction has a single thread (the producer of an SPSC/SPMC ring,
+    /// the consumer of an SPSC/MPSC ring), so where it was last seen says where it is.
+    pub(crate) fn new(one_thread: bool) -> Self {
         Self {
             sleepers: CachePadded::new(AtomicUsize::new(0)),
             lock: Mutex::new(0),
@@ -299,20 +343,54 @@ impl Notifier {
             last_wake: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
             long_yield_at: std::sync::atomic::AtomicU64::new(0),
             parked_since: std::sync::atomic::AtomicU64::new(0),
-            busy: CachePadded::new(std::sync::atomic::AtomicBool::new(false)),
+            whereabouts: CachePadded::new(Whereabouts {
+                one_thread,
+                ..Whereabouts::default()
+            }),
         }
     }
 
-    /// Records that a thread of this direction holds a batch (`true`) or released it.
+    /// Records that a thread of this direction holds a batch (`true`, and on which CPU) or
+    /// released it.
     #[inline]
     pub(crate) fn set_busy(&self, busy: bool) {
-        self.busy.store(busy, std::sync::atomic::Ordering::Relaxed);
+        if busy {
+            self.note_cpu(current_cpu());
+        }
+        self.whereabouts
+            .busy
+            .store(busy, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether a thread of this direction holds a batch it will release soon (never under
     /// loom, where the spin it leads to would branch on wall-clock time).
     fn busy(&self) -> bool {
-        !cfg!(ringbuffer_loom) && self.busy.load(std::sync::atomic::Ordering::Relaxed)
+        !cfg!(ringbuffer_loom)
+            && self
+                .whereabouts
+                .busy
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records the CPU (plus one) a thread of this direction runs on; skips the store when
+    /// it is already there, so a thread that stays put does not dirty the line its peer reads.
+    #[inline]
+    pub(crate) fn note_cpu(&self, cpu: u32) {
+        let seen = &self.whereabouts.cpu;
+        if self.whereabouts.one_thread && seen.load(std::sync::atomic::Ordering::Relaxed) != cpu {
+            seen.store(cpu, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a thread of this direction was last seen on CPU `cpu` (plus one, as
+    /// [`current_cpu`] gives it; never for 0, unknown).
+    fn last_seen_on(&self, cpu: u32) -> bool {
+        cpu != 0
+            && self
+                .whereabouts
+                .cpu
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == cpu
     }
 
     /// Called after a publish/release store: wakes the sleepers, if any. Costs a compiler
@@ -449,6 +527,7 @@ pub(crate) fn wait_for<R>(
 ) -> Waited<R> {
     let mut backoff = Backoff::new();
     let mut peer_spin_since: Option<Instant> = None;
+    let mut cpu = None;
     loop {
         if let Some(r) = ready() {
             return Waited::Ready(r);
@@ -458,7 +537,18 @@ pub(crate) fn wait_for<R>(
         {
             return Waited::TimedOut;
         }
+        // Once per wait: say where we are, and skip the spinning if the peer shares our core
+        // (see `Whereabouts`).
+        let cpu = *cpu.get_or_insert_with(|| {
+            let cpu = current_cpu();
+            notifier.note_cpu(cpu);
+            if strategy == WaitStrategy::Blocking && peer.last_seen_on(cpu) {
+                backoff.skip_spinning();
+            }
+            cpu
+        });
         if backoff.yielding(strategy)
+            && !peer.last_seen_on(cpu)
             // The peer is about to hand over what we wait for: either we just woke it, or it
             // is working through a batch (the consumer of an MPSC/SPSC ring; next to a busy
             // thread, yielding here gave the core away for a time slice every ring's worth).
@@ -505,7 +595,7 @@ mod tests {
             return; // symmetric fences: nothing can fail
         }
         membarrier::FAIL_FROM_NOW.store(true, Ordering::Relaxed);
-        let notifier = Notifier::new();
+        let notifier = Notifier::new(true);
         let answer = notifier.park(None, &mut || None::<()>);
         membarrier::FAIL_FROM_NOW.store(false, Ordering::Relaxed);
         assert!(answer.is_none(), "nothing was ready");
@@ -514,6 +604,27 @@ mod tests {
             0,
             "the sleeper took itself off the count"
         );
+    }
+
+    #[test]
+    fn whereabouts_are_kept_only_for_a_direction_of_one_thread() {
+        let cpu = current_cpu();
+        #[cfg(target_os = "linux")]
+        assert_ne!(cpu, 0, "sched_getcpu answers on Linux");
+        let single = Notifier::new(true);
+        assert!(!single.last_seen_on(cpu), "nothing recorded yet");
+        single.note_cpu(7);
+        assert!(single.last_seen_on(7));
+        assert!(!single.last_seen_on(8));
+        single.note_cpu(0);
+        assert!(!single.last_seen_on(0), "unknown never matches");
+        let shared = Notifier::new(false);
+        shared.note_cpu(7);
+        assert!(!shared.last_seen_on(7), "several threads: no hint");
+        single.set_busy(true);
+        assert!(single.busy() && single.last_seen_on(cpu) == (cpu != 0));
+        single.set_busy(false);
+        assert!(!single.busy());
     }
 
     #[test]
