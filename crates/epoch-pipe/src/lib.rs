@@ -35,7 +35,8 @@
 //! - [`Storage`]: the seam; [`FileStorage`] (pwritev, fdatasync, fallocate, optional
 //!   O_DIRECT) and [`SimDisk`] (unsynced data kept apart, crashes, faults on cue).
 //! - [`Payload`]: what a write carries (`Vec<u8>`, boxed slices, pooled chunks).
-//! - [`PipeError`]: typed failures.
+//! - [`PipeError`]: typed failures; [`StartError`]: why [`Pipe::new`] did not start (a bad
+//!   [`PipeConfig`], or a thread the system refused: nothing is left running).
 //! - [`WakeWord`]: the futex word blocked waiters sleep on (one call wakes a whole group),
 //!   also for owners that answer their own callers in groups.
 #![deny(missing_docs)]
@@ -50,7 +51,7 @@ mod sync;
 
 pub use error::{Operation, PipeError};
 pub use payload::{Payload, PooledPayload};
-pub use pipe::{ConfigError, Durable, Epoch, Pipe, PipeConfig, PipeStats, Transaction};
+pub use pipe::{ConfigError, Durable, Epoch, Pipe, PipeConfig, PipeStats, StartError, Transaction};
 pub use storage::{
     Backend, CrashMode, Fault, FileOptions, FileStorage, SimDisk, Storage, sync_parent_dir,
 };

@@ -152,6 +152,48 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Why [`Pipe::new`] did not start a pipe.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A configuration value out of range: nothing was started.
+    Config(ConfigError),
+    /// The operating system would not start one of the pipe's threads (a limit on threads or
+    /// memory); the threads started before it were stopped and joined.
+    Spawn {
+        /// Which thread: `"flusher"` or `"sync worker"`.
+        thread: &'static str,
+        /// The error from the thread's creation.
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(error) => error.fmt(f),
+            StartError::Spawn { thread, source } => {
+                write!(f, "could not start the pipe's {thread} thread: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Config(error) => Some(error),
+            StartError::Spawn { source, .. } => Some(source),
+        }
+    }
+}
+
+impl From<ConfigError> for StartError {
+    fn from(error: ConfigError) -> Self {
+        StartError::Config(error)
+    }
+}
+
 impl PipeConfig {
     /// Checks every field (what [`Pipe::new`] does first), so an owner can refuse a bad
     /// configuration before it opens anything.
@@ -306,6 +348,23 @@ std::thread_local! {
     /// the address of that pipe's shared state (0 elsewhere). A `close` of that pipe from one
     /// of them must not wait for its threads to end.
     static PIPE_OF_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(all(test, not(epoch_pipe_loom)))]
+thread_local! {
+    /// Test hook: the thread role whose start is refused, as if by the operating system, to
+    /// pipes made on this thread.
+    static REFUSE_SPAWN_OF: std::cell::Cell<Option<&'static str>> =
+        const { std::cell::Cell::new(None) };
+}
+
+fn spawn_refused(role: &'static str) -> bool {
+    #[cfg(all(test, not(epoch_pipe_loom)))]
+    if REFUSE_SPAWN_OF.get() == Some(role) {
+        return true;
+    }
+    let _ = role;
+    false
 }
 
 /// Marks the calling thread as one of `shared`'s pipe's threads.
@@ -484,8 +543,9 @@ impl<S: Storage> std::fmt::Debug for Pipe<S> {
 
 impl<S: Storage> Pipe<S> {
     /// Starts a pipe writing to `storage`: one flusher thread, plus `syncs_in_flight` sync
-    /// workers when that is more than one.
-    pub fn new(storage: S, config: PipeConfig) -> Result<Pipe<S>, ConfigError> {
+    /// workers when that is more than one. Fails on a bad configuration, or when a thread
+    /// cannot be started (then nothing is left running).
+    pub fn new(storage: S, config: PipeConfig) -> Result<Pipe<S>, StartError> {
         config.validate()?;
         let shared = Arc::new(Shared {
             storage,
@@ -513,22 +573,44 @@ impl<S: Storage> Pipe<S> {
             pipelined: AtomicU64::new(0),
             spin: Spin::new(config.wait_spin),
         });
-        let mut threads = Vec::with_capacity(1 + config.syncs_in_flight);
-        let flusher = Arc::clone(&shared);
-        threads.push(thread::spawn(move || flusher.run_flusher(&flusher)));
         let workers = if config.syncs_in_flight == 1 {
             0
         } else {
             config.syncs_in_flight
         };
-        for _ in 0..workers {
-            let worker = Arc::clone(&shared);
-            threads.push(thread::spawn(move || worker.run_sync_worker()));
-        }
-        Ok(Pipe {
+        // Built before its threads: if one cannot start, dropping the pipe closes it, which
+        // stops and joins those already running.
+        let pipe = Pipe {
             shared,
-            threads: Mutex::new(threads),
-        })
+            threads: Mutex::new(Vec::with_capacity(1 + workers)),
+        };
+        pipe.start_thread("flusher", |shared| shared.run_flusher(&shared))?;
+        for _ in 0..workers {
+            pipe.start_thread("sync worker", |shared| shared.run_sync_worker())?;
+        }
+        Ok(pipe)
+    }
+
+    /// Starts one of the pipe's threads (named `epoch-pipe-<role>`) running `run`.
+    fn start_thread(
+        &self,
+        role: &'static str,
+        run: impl FnOnce(Arc<Shared<S>>) + Send + 'static,
+    ) -> Result<(), StartError> {
+        let shared = Arc::clone(&self.shared);
+        let spawned = if spawn_refused(role) {
+            Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory))
+        } else {
+            thread::Builder::new()
+                .name(format!("epoch-pipe-{}", role.replace(' ', "-")))
+                .spawn(move || run(shared))
+        };
+        let handle = spawned.map_err(|source| StartError::Spawn {
+            thread: role,
+            source,
+        })?;
+        lock(&self.threads).push(handle);
+        Ok(())
     }
 
     /// The storage, for reads. Reads of durable data keep working after a failure.
@@ -1459,6 +1541,71 @@ mod tests {
     /// A publication of `from..=to` names the tag of every epoch in it (else a waiter would
     /// sleep through its acknowledgement), and, short of 32 blocks, only the tags of blocks
     /// the range touches (else the tags would wake waiters for nothing).
+    /// A storage that counts its owners: once the pipe and all its threads are gone, only
+    /// the test holds the token.
+    struct Counted {
+        disk: crate::SimDisk,
+        _token: Arc<()>,
+    }
+    impl Storage for Counted {
+        fn write_vectored_at(
+            &self,
+            offset: u64,
+            buffers: &[IoSlice<'_>],
+        ) -> std::io::Result<usize> {
+            self.disk.write_vectored_at(offset, buffers)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.disk.sync_data()
+        }
+        fn allocate(&self, len: u64) -> std::io::Result<()> {
+            self.disk.allocate(len)
+        }
+        fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<usize> {
+            self.disk.read_at(offset, buffer)
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            self.disk.len()
+        }
+    }
+
+    #[test]
+    fn a_thread_that_cannot_start_is_an_error_and_leaves_nothing_running() {
+        let config = PipeConfig {
+            syncs_in_flight: 3,
+            ..PipeConfig::default()
+        };
+        for role in ["flusher", "sync worker"] {
+            let token = Arc::new(());
+            REFUSE_SPAWN_OF.set(Some(role));
+            let started = Pipe::new(
+                Counted {
+                    disk: crate::SimDisk::new(),
+                    _token: Arc::clone(&token),
+                },
+                config,
+            );
+            REFUSE_SPAWN_OF.set(None);
+            match started {
+                Err(StartError::Spawn { thread, source }) => {
+                    assert_eq!(thread, role);
+                    assert_eq!(source.kind(), std::io::ErrorKind::OutOfMemory);
+                }
+                other => panic!("expected a spawn error for the {role}, got {other:?}"),
+            }
+            // The flusher (started before a refused sync worker) was stopped and joined.
+            assert_eq!(
+                Arc::strong_count(&token),
+                1,
+                "{role}: a thread still holds the pipe"
+            );
+        }
+        // And with nothing refused, the same configuration starts and works.
+        let pipe = Pipe::new(crate::SimDisk::new(), config).expect("pipe");
+        let epoch = pipe.write(vec![7u8; 16], 0).expect("write");
+        pipe.wait_durable(epoch).expect("durable");
+    }
+
     #[test]
     fn a_publication_names_exactly_the_tags_of_its_epochs() {
         let edges = [0, 1, 3, 4, 5, 60, 124, 127, 128, 129, 1_000, u64::MAX / 2];

@@ -254,7 +254,7 @@ impl Store {
             zero_from: Some(committed.log_end),
             ..pipe_config(&options)
         };
-        let pipe = Arc::new(Pipe::new(storage, pipe_config).map_err(pipe_option)?);
+        let pipe = Arc::new(Pipe::new(storage, pipe_config).map_err(|e| pipe_start_error(dir, e))?);
 
         let tail_base = committed.log_end / CHUNK * CHUNK;
         let failure = Arc::new(Mutex::new(None));
@@ -1041,6 +1041,17 @@ fn pipe_option(error: epoch_pipe::ConfigError) -> StoreError {
         option: error.field,
         value: error.value,
         expected: error.expected,
+    }
+}
+
+/// A pipe that did not start: a bad option, or a thread the system would not start (an I/O
+/// error on the store directory, the closest thing a caller can act on).
+fn pipe_start_error(dir: &Path, error: epoch_pipe::StartError) -> StoreError {
+    match error {
+        epoch_pipe::StartError::Config(error) => pipe_option(error),
+        epoch_pipe::StartError::Spawn { source, .. } => StoreError::io(dir, source),
+        // `StartError` is non-exhaustive: a kind this build does not know.
+        other => StoreError::io(dir, std::io::Error::other(other.to_string())),
     }
 }
 
