@@ -1538,37 +1538,8 @@ mod tests {
         assert!(shared.hand_off(shared, late).is_err());
     }
 
-    /// A publication of `from..=to` names the tag of every epoch in it (else a waiter would
-    /// sleep through its acknowledgement), and, short of 32 blocks, only the tags of blocks
-    /// the range touches (else the tags would wake waiters for nothing).
-    /// A storage that counts its owners: once the pipe and all its threads are gone, only
-    /// the test holds the token.
-    struct Counted {
-        disk: crate::SimDisk,
-        _token: Arc<()>,
-    }
-    impl Storage for Counted {
-        fn write_vectored_at(
-            &self,
-            offset: u64,
-            buffers: &[IoSlice<'_>],
-        ) -> std::io::Result<usize> {
-            self.disk.write_vectored_at(offset, buffers)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            self.disk.sync_data()
-        }
-        fn allocate(&self, len: u64) -> std::io::Result<()> {
-            self.disk.allocate(len)
-        }
-        fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<usize> {
-            self.disk.read_at(offset, buffer)
-        }
-        fn len(&self) -> std::io::Result<u64> {
-            self.disk.len()
-        }
-    }
-
+    /// A pipe whose thread the system refuses is an error, and the threads started before it
+    /// are stopped: none still holds the storage.
     #[test]
     fn a_thread_that_cannot_start_is_an_error_and_leaves_nothing_running() {
         let config = PipeConfig {
@@ -1576,15 +1547,9 @@ mod tests {
             ..PipeConfig::default()
         };
         for role in ["flusher", "sync worker"] {
-            let token = Arc::new(());
+            let disk = Arc::new(crate::SimDisk::new());
             REFUSE_SPAWN_OF.set(Some(role));
-            let started = Pipe::new(
-                Counted {
-                    disk: crate::SimDisk::new(),
-                    _token: Arc::clone(&token),
-                },
-                config,
-            );
+            let started = Pipe::new(Arc::clone(&disk), config);
             REFUSE_SPAWN_OF.set(None);
             match started {
                 Err(StartError::Spawn { thread, source }) => {
@@ -1595,7 +1560,7 @@ mod tests {
             }
             // The flusher (started before a refused sync worker) was stopped and joined.
             assert_eq!(
-                Arc::strong_count(&token),
+                Arc::strong_count(&disk),
                 1,
                 "{role}: a thread still holds the pipe"
             );
@@ -1606,6 +1571,9 @@ mod tests {
         pipe.wait_durable(epoch).expect("durable");
     }
 
+    /// A publication of `from..=to` names the tag of every epoch in it (else a waiter would
+    /// sleep through its acknowledgement), and, short of 32 blocks, only the tags of blocks
+    /// the range touches (else the tags would wake waiters for nothing).
     #[test]
     fn a_publication_names_exactly_the_tags_of_its_epochs() {
         let edges = [0, 1, 3, 4, 5, 60, 124, 127, 128, 129, 1_000, u64::MAX / 2];

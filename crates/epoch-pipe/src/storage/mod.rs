@@ -6,6 +6,7 @@ mod sim;
 mod uring;
 
 use std::io;
+use std::sync::Arc;
 
 pub use file::{Backend, FileOptions, FileStorage, sync_parent_dir};
 pub use sim::{CrashMode, Fault, SimDisk};
@@ -37,22 +38,40 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
-/// A boxed storage is a storage: lets a pipe write through a wrapper chosen at run time (the
-/// store's tests put a power-loss simulator in front of the real file this way).
-impl<S: Storage + ?Sized> Storage for Box<S> {
-    fn write_vectored_at(&self, offset: u64, buffers: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        (**self).write_vectored_at(offset, buffers)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        (**self).sync_data()
-    }
-    fn allocate(&self, len: u64) -> io::Result<()> {
-        (**self).allocate(len)
-    }
-    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
-        (**self).read_at(offset, buffer)
-    }
-    fn len(&self) -> io::Result<u64> {
-        (**self).len()
-    }
+/// Implements [`Storage`] for a pointer type by forwarding to what it points to.
+macro_rules! forward_storage {
+    ($(#[$doc:meta])* $pointer:ident) => {
+        $(#[$doc])*
+        impl<S: Storage + ?Sized> Storage for $pointer<S> {
+            fn write_vectored_at(
+                &self,
+                offset: u64,
+                buffers: &[io::IoSlice<'_>],
+            ) -> io::Result<usize> {
+                (**self).write_vectored_at(offset, buffers)
+            }
+            fn sync_data(&self) -> io::Result<()> {
+                (**self).sync_data()
+            }
+            fn allocate(&self, len: u64) -> io::Result<()> {
+                (**self).allocate(len)
+            }
+            fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+                (**self).read_at(offset, buffer)
+            }
+            fn len(&self) -> io::Result<u64> {
+                (**self).len()
+            }
+        }
+    };
 }
+
+forward_storage!(
+    /// A boxed storage is a storage: lets a pipe write through a wrapper chosen at run time
+    /// (the store's tests put a power-loss simulator in front of the real file this way).
+    Box
+);
+forward_storage!(
+    /// A shared storage is a storage: the pipe and its owner (reads, tests) can hold one.
+    Arc
+);
