@@ -74,6 +74,8 @@ pub struct PipeConfig {
     /// Bytes staged, or written and not yet durable, before writers wait (default 256 MiB):
     /// the pipe's memory bound, and a bound on what a crash can leave half-written past the
     /// last durable byte. A single write larger than this still goes through on its own.
+    /// Writers that wait for room are let in in arrival order (a later write that would fit
+    /// waits behind them), so a large write is never passed over for good.
     pub max_staged_bytes: u64,
     /// The file is grown (`fallocate`) in steps of this many bytes (default 64 MiB), so that
     /// `fdatasync` rarely has to persist a size change.
@@ -281,6 +283,11 @@ struct Staging {
     writes: Vec<Staged>,
     /// Bytes staged or being written (the memory bound).
     bytes: u64,
+    /// Writers waiting for room take tickets and are let in in arrival order, so a large
+    /// write is not passed over for good by smaller ones that keep fitting in the room left:
+    /// tickets `room_served..room_issued` are waiting, the first of them is next.
+    room_issued: u64,
+    room_served: u64,
     flusher_idle: bool,
     closed: bool,
     failure: Option<PipeError>,
@@ -874,19 +881,34 @@ impl<S: Storage> Shared<S> {
 
     fn stage(&self, writes: Vec<(u64, Box<dyn Payload>)>, bytes: u64) -> Result<Epoch, PipeError> {
         let mut staging = lock(&self.staging);
+        let mut ticket = None;
         loop {
+            // Failure and close are for good: every writer in line leaves by one of these,
+            // so nobody is left waiting for a ticket that left.
             if let Some(failure) = &staging.failure {
                 return Err(failure.clone());
             }
             if staging.closed {
                 return Err(PipeError::Closed);
             }
+            let next_in_line = ticket.unwrap_or(staging.room_issued) == staging.room_served;
             // A write larger than the bound goes through alone rather than never.
-            if staging.bytes == 0 || staging.bytes + bytes <= self.config.max_staged_bytes {
+            let fits = staging.bytes == 0 || staging.bytes + bytes <= self.config.max_staged_bytes;
+            if next_in_line && fits {
+                if ticket.is_some() {
+                    staging.room_served += 1;
+                    // The next in line may fit in what is left.
+                    self.room.notify_all();
+                }
                 break;
+            }
+            if ticket.is_none() {
+                ticket = Some(staging.room_issued);
+                staging.room_issued += 1;
             }
             staging = wait(&self.room, staging);
         }
+        debug_assert!(staging.room_served <= staging.room_issued);
         staging.newest += 1;
         let epoch = staging.newest;
         self.newest.store(epoch, Ordering::Release);
@@ -1540,6 +1562,73 @@ mod tests {
 
     /// A pipe whose thread the system refuses is an error, and the threads started before it
     /// are stopped: none still holds the storage.
+    /// A payload whose bytes the flusher cannot take until the test opens the gate: holds
+    /// the first group (and so the staging room) in place.
+    struct Gated(Vec<u8>, Arc<(Mutex<bool>, Condvar)>);
+    impl Payload for Gated {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn io_slices<'a>(&'a self, out: &mut Vec<IoSlice<'a>>) {
+            let (open, opened) = &*self.1;
+            let mut open = lock(open);
+            while !*open {
+                open = wait(opened, open);
+            }
+            out.push(IoSlice::new(&self.0));
+        }
+    }
+
+    /// A write waiting for staging room is let in before a later, smaller write that would
+    /// fit in the room left (else a stream of small writes could hold it off for good).
+    #[test]
+    fn writers_waiting_for_room_are_let_in_in_arrival_order() {
+        let pipe = Arc::new(
+            Pipe::new(
+                crate::SimDisk::new(),
+                PipeConfig {
+                    max_staged_bytes: 8192,
+                    ..PipeConfig::default()
+                },
+            )
+            .expect("pipe"),
+        );
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let first = pipe
+            .write(Gated(vec![1; 4096], Arc::clone(&gate)), 0)
+            .expect("write");
+        let second = pipe.write(vec![2u8; 2048], 1).expect("write"); // 6 KiB of 8 in use
+        // Until the writer is in line, or got through without queueing (the bug).
+        let in_line = |n, writer: &std::thread::JoinHandle<Epoch>| {
+            while lock(&pipe.shared.staging).room_issued < n && !writer.is_finished() {
+                std::thread::yield_now();
+            }
+        };
+        let big = std::thread::spawn({
+            let pipe = Arc::clone(&pipe);
+            move || pipe.write(vec![3u8; 4096], 2).expect("write")
+        });
+        in_line(1, &big);
+        let small = std::thread::spawn({
+            let pipe = Arc::clone(&pipe);
+            move || pipe.write(vec![4u8; 1024], 3).expect("write") // would fit
+        });
+        in_line(2, &small);
+        {
+            let (open, opened) = &*gate;
+            *lock(open) = true;
+            opened.notify_all();
+        }
+        let (big, small) = (big.join().expect("big"), small.join().expect("small"));
+        assert!(
+            first < second && second < big && big < small,
+            "epochs {first:?} {second:?} {big:?} {small:?}"
+        );
+        pipe.wait_durable(small).expect("durable");
+        let staging = lock(&pipe.shared.staging);
+        assert_eq!((staging.room_issued, staging.room_served), (2, 2));
+    }
+
     #[test]
     fn a_thread_that_cannot_start_is_an_error_and_leaves_nothing_running() {
         let config = PipeConfig {
