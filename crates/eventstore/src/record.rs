@@ -32,6 +32,10 @@ pub const MAGIC: [u8; 2] = [0xE5, 0x7A];
 pub const NO_PREVIOUS: u64 = u64::MAX;
 /// Bytes of a stream-created body: domain (8), aggregate type (16), instance id (16).
 pub const STREAM_BODY_LEN: usize = 40;
+/// The largest event body (metadata + payload) a store may be configured to take: the
+/// upper bound of `StoreOptions::max_event_size`, so no record the store writes is longer
+/// than `HEADER_LEN + MAX_EVENT_BODY`.
+pub const MAX_EVENT_BODY: usize = 16 << 20;
 
 /// What a record holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -279,6 +279,26 @@ fn apply(
     Ok(())
 }
 
+/// Where to look for valid records after the damaged record at `offset` (`kind` says what is
+/// wrong with it): past its declared length when only its checksum failed (its magic is right
+/// and its length one the store writes), else at the next aligned offset. A torn write keeps
+/// its header and part of its body, and an event's body may carry whole records of its own (an
+/// event holding another log's bytes): looking inside it would take such a record for a later
+/// one of this log, and a torn tail for damage in the middle.
+pub fn resume_after_damage(log: &[u8], offset: usize, kind: &CorruptKind) -> usize {
+    let declared = log.get(offset..offset + 4).map_or(0, |word| {
+        u32::from_le_bytes(word.try_into().expect("4 bytes")) as usize
+    });
+    let skip = if *kind == CorruptKind::BadChecksum
+        && (record::HEADER_LEN..=record::HEADER_LEN + record::MAX_EVENT_BODY).contains(&declared)
+    {
+        declared.next_multiple_of(record::ALIGN)
+    } else {
+        record::ALIGN
+    };
+    offset.saturating_add(skip).min(log.len())
+}
+
 /// True when some aligned offset in `bytes` holds a whole, checksummed record: used to tell
 /// a torn tail (nothing valid after the damage) from damage in the middle of the log.
 pub fn valid_record_after(bytes: &[u8]) -> bool {

@@ -996,7 +996,7 @@ fn check_options(options: &StoreOptions) -> Result<()> {
             expected,
         })
     };
-    if !(64 << 10..=16 << 20).contains(&options.max_event_size) {
+    if !(64 << 10..=record::MAX_EVENT_BODY).contains(&options.max_event_size) {
         return invalid(
             "max_event_size",
             options.max_event_size as u64,
@@ -1137,7 +1137,7 @@ fn recover(
         return Err(StoreError::io(index_path, error));
     }
     if let Some((offset, kind)) = replay.damage {
-        let after = (offset as usize + record::ALIGN).min(bytes.len());
+        let after = state::resume_after_damage(bytes, offset as usize, &kind);
         if state::valid_record_after(&bytes[after..]) {
             return Err(log.corrupt(offset, kind));
         }

@@ -255,3 +255,40 @@ fn a_checkpoint_with_impossible_numbers_is_discarded() {
     assert!(store.recovery().checkpoint_discarded);
     assert_eq!(store.recovery().replayed_events, 5);
 }
+
+/// A torn last record whose event carries a whole record of its own (an event holding another
+/// log's bytes) is a torn tail, cut like any other: the record inside its body is not taken
+/// for a later record of this log, which would make the tear look like damage in the middle.
+#[test]
+fn a_torn_record_carrying_a_whole_record_in_its_body_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 3);
+    let before = log_end(dir.path());
+    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
+    let inner = eventstore::record::decode(&bytes)
+        .unwrap()
+        .unwrap()
+        .stored_len;
+    let mut body = bytes[..inner].to_vec(); // a whole, valid record of this very log
+    body.extend_from_slice(&[0x5A; 200]);
+    {
+        let store = Store::open_with(dir.path(), small()).unwrap();
+        let stream = store
+            .domain("d")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(0u128);
+        stream
+            .append(Expected::Exact(2), &[Event::new("e", body)])
+            .unwrap();
+        store.close().unwrap();
+    }
+    let after = log_end(dir.path());
+    // Tear the new record's end: its header and the record inside its body stay.
+    write_at(dir.path(), after - 100, &[0u8; 100]);
+    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
+    let store = check_store(dir.path(), 1, 3);
+    assert_eq!(store.recovery().truncated_at, Some(before));
+    assert_eq!(store.recovery().tail_damage, Some(CorruptKind::BadChecksum));
+}
