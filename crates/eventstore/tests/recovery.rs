@@ -36,6 +36,20 @@ fn fill(dir: &Path, streams: u128, events: u64) {
     store.close().unwrap();
 }
 
+/// Opens the store, appends `events` to stream 0 expecting `expected`, and closes it.
+fn append_to_first_stream(dir: &Path, expected: Expected, events: &[Event]) {
+    let store = Store::open_with(dir, small()).unwrap();
+    store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(0u128)
+        .append(expected, events)
+        .unwrap();
+    store.close().unwrap();
+}
+
 /// Offset just past the last record: where the zero fill of the preallocated log begins.
 fn log_end(dir: &Path) -> u64 {
     let bytes = std::fs::read(dir.join("log.dat")).unwrap();
@@ -115,19 +129,11 @@ fn a_half_written_last_record_is_cut() {
     let before = log_end(dir.path());
     // Append one more event, then tear it: keep its first 40 bytes only.
     fill(dir.path(), 1, 0);
-    {
-        let store = Store::open_with(dir.path(), small()).unwrap();
-        let stream = store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(0u128);
-        stream
-            .append(Expected::Exact(2), &[Event::new("e", vec![9u8; 300])])
-            .unwrap();
-        store.close().unwrap();
-    }
+    append_to_first_stream(
+        dir.path(),
+        Expected::Exact(2),
+        &[Event::new("e", vec![9u8; 300])],
+    );
     let after = log_end(dir.path());
     assert!(after > before);
     write_at(
@@ -145,18 +151,8 @@ fn a_batch_without_its_commit_record_is_dropped_whole() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), 1, 2);
     let before = log_end(dir.path());
-    {
-        let store = Store::open_with(dir.path(), small()).unwrap();
-        let stream = store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(0u128);
-        let events: Vec<Event> = (0..4).map(|_| Event::new("e", vec![7u8; 64])).collect();
-        stream.append(Expected::Exact(1), &events).unwrap();
-        store.close().unwrap();
-    }
+    let events: Vec<Event> = (0..4).map(|_| Event::new("e", vec![7u8; 64])).collect();
+    append_to_first_stream(dir.path(), Expected::Exact(1), &events);
     // Remove the last record (the one carrying COMMIT): the three before it must go too.
     let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
     let mut offset = before as usize;
@@ -271,19 +267,7 @@ fn a_torn_record_carrying_a_whole_record_in_its_body_is_a_torn_tail() {
         .stored_len;
     let mut body = bytes[..inner].to_vec(); // a whole, valid record of this very log
     body.extend_from_slice(&[0x5A; 200]);
-    {
-        let store = Store::open_with(dir.path(), small()).unwrap();
-        let stream = store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(0u128);
-        stream
-            .append(Expected::Exact(2), &[Event::new("e", body)])
-            .unwrap();
-        store.close().unwrap();
-    }
+    append_to_first_stream(dir.path(), Expected::Exact(2), &[Event::new("e", body)]);
     let after = log_end(dir.path());
     // Tear the new record's end: its header and the record inside its body stay.
     write_at(dir.path(), after - 100, &[0u8; 100]);
