@@ -236,7 +236,14 @@ impl Store {
             files::sync_dir(dir)?;
         }
         let log = LogView::open(&log_path)?;
-        let window = pipe_config(&options).max_staged_bytes + pipe_config(&options).max_write;
+        // The in-flight window of any configuration, not only this one: a store last run with
+        // a larger `max_append_bytes` may have left bytes that far past its last commit. The
+        // search stops at the file's end, which growth keeps within a `grow_step` or so.
+        let widest = pipe_config(&StoreOptions {
+            max_append_bytes: MAX_APPEND_BYTES_LIMIT,
+            ..StoreOptions::default()
+        });
+        let window = widest.max_staged_bytes + widest.max_write;
         let (committed, recovery, tail) =
             recover(dir, &log_file, &log, &index, &index_path, window)?;
         drop(log_file);
@@ -975,6 +982,9 @@ fn staging_pool(options: &StoreOptions) -> Result<buffer_pool::Pool> {
 
 /// The pipe under the log. `max_staged_bytes` bounds how far past the last commit a crash can
 /// leave bytes behind, which bounds the scan of recovery.
+/// The largest `StoreOptions::max_append_bytes`.
+const MAX_APPEND_BYTES_LIMIT: usize = 1 << 30;
+
 fn pipe_config(options: &StoreOptions) -> PipeConfig {
     PipeConfig {
         chunk_size: CHUNK,
@@ -1004,7 +1014,7 @@ fn check_options(options: &StoreOptions) -> Result<()> {
         );
     }
     if options.max_append_bytes < options.max_event_size + 4096
-        || options.max_append_bytes > 1 << 30
+        || options.max_append_bytes > MAX_APPEND_BYTES_LIMIT
     {
         return invalid(
             "max_append_bytes",

@@ -276,3 +276,39 @@ fn a_torn_record_carrying_a_whole_record_in_its_body_is_a_torn_tail() {
     assert_eq!(store.recovery().truncated_at, Some(before));
     assert_eq!(store.recovery().tail_damage, Some(CorruptKind::BadChecksum));
 }
+
+/// Bytes a crash left further past the last commit than this configuration's in-flight window
+/// reaches (a run with a larger `max_append_bytes` writes further ahead) are cut too: left
+/// there, later appends would run into them.
+#[test]
+fn leftovers_past_a_smaller_configuration_s_window_are_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let narrow = StoreOptions {
+        max_event_size: 64 << 10,
+        max_append_bytes: (64 << 10) + 4096,
+        ..small()
+    };
+    {
+        let store = Store::open_with(dir.path(), narrow.clone()).unwrap();
+        store
+            .domain("d")
+            .unwrap()
+            .aggregate("t")
+            .unwrap()
+            .instance(0u128)
+            .append(Expected::Any, &[Event::new("e", vec![1u8; 100])])
+            .unwrap();
+        store.close().unwrap();
+    }
+    let end = log_end(dir.path());
+    // Past 64 MiB of staging plus one 8 MiB + 68 KiB write: beyond this configuration's window.
+    let far = end + (80 << 20);
+    write_at(dir.path(), far, &[0xAB; 64]);
+    let store = Store::open_with(dir.path(), narrow).unwrap();
+    assert_eq!(store.recovery().truncated_at, Some(end));
+    drop(store);
+    let file = std::fs::File::open(dir.path().join("log.dat")).unwrap();
+    let mut left = [0u8; 64];
+    file.read_exact_at(&mut left, far).unwrap();
+    assert_eq!(left, [0u8; 64], "the leftover bytes were zeroed");
+}
