@@ -38,7 +38,12 @@ fn fill(dir: &Path, streams: u128, events: u64) {
 
 /// Opens the store, appends `events` to stream 0 expecting `expected`, and closes it.
 fn append_to_first_stream(dir: &Path, expected: Expected, events: &[Event]) {
-    let store = Store::open_with(dir, small()).unwrap();
+    append_with(dir, small(), expected, events);
+}
+
+/// [`append_to_first_stream`] with `options`.
+fn append_with(dir: &Path, options: StoreOptions, expected: Expected, events: &[Event]) {
+    let store = Store::open_with(dir, options).unwrap();
     store
         .domain("d")
         .unwrap()
@@ -288,18 +293,12 @@ fn leftovers_past_a_smaller_configuration_s_window_are_cut() {
         max_append_bytes: (64 << 10) + 4096,
         ..small()
     };
-    {
-        let store = Store::open_with(dir.path(), narrow.clone()).unwrap();
-        store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(0u128)
-            .append(Expected::Any, &[Event::new("e", vec![1u8; 100])])
-            .unwrap();
-        store.close().unwrap();
-    }
+    append_with(
+        dir.path(),
+        narrow.clone(),
+        Expected::Any,
+        &[Event::new("e", vec![1u8; 100])],
+    );
     let end = log_end(dir.path());
     // Past 64 MiB of staging plus one 8 MiB + 68 KiB write: beyond this configuration's window.
     let far = end + (80 << 20);
