@@ -1560,8 +1560,6 @@ mod tests {
         assert!(shared.hand_off(shared, late).is_err());
     }
 
-    /// A pipe whose thread the system refuses is an error, and the threads started before it
-    /// are stopped: none still holds the storage.
     /// A payload whose bytes the flusher cannot take until the test opens the gate: holds
     /// the first group (and so the staging room) in place.
     struct Gated(Vec<u8>, Arc<(Mutex<bool>, Condvar)>);
@@ -1629,6 +1627,8 @@ mod tests {
         assert_eq!((staging.room_issued, staging.room_served), (2, 2));
     }
 
+    /// A pipe whose thread the system refuses is an error, and the threads started before it
+    /// are stopped: none still holds the storage.
     #[test]
     fn a_thread_that_cannot_start_is_an_error_and_leaves_nothing_running() {
         let config = PipeConfig {

@@ -279,37 +279,53 @@ fn apply(
     Ok(())
 }
 
-/// Where to look for valid records after the damaged record at `offset` (`kind` says what is
-/// wrong with it): past its declared length when only its checksum failed (its magic is right
-/// and its length one the store writes), else at the next aligned offset. A torn write keeps
-/// its header and part of its body, and an event's body may carry whole records of its own (an
-/// event holding another log's bytes): looking inside it would take such a record for a later
-/// one of this log, and a torn tail for damage in the middle.
-pub fn resume_after_damage(log: &[u8], offset: usize, kind: &CorruptKind) -> usize {
+/// Whether the log goes on after the damaged record at `offset` (`kind` says what is wrong
+/// with it; `state` is the committed state replay reached): then the damage is in the middle
+/// of the log, not a torn tail.
+///
+/// Any valid record past the damaged record's span says so. Inside the span (its declared
+/// length, when its magic is right and its length one the store writes, and only the checksum
+/// failed or the record runs past the end of the file) only a record that could come after
+/// `state` does (an event at or past the next position, a stream creation at or past the next
+/// stream id): a torn write keeps its header and part of its body, and an event's body may
+/// carry whole records of its own (an event holding a copy of this or another log's bytes),
+/// which would otherwise make a torn tail look like damage in the middle. The length word is
+/// not under the checksum, so the span is not simply skipped: a flipped bit there would hide
+/// the records after it.
+pub fn damage_is_followed(
+    log: &[u8],
+    offset: usize,
+    kind: &CorruptKind,
+    state: &Committed,
+) -> bool {
+    let start = offset.saturating_add(record::ALIGN).min(log.len());
+    let header_kept = log.get(offset + 8..offset + 10) == Some(&record::MAGIC[..])
+        && matches!(kind, CorruptKind::BadChecksum | CorruptKind::Truncated);
     let declared = log.get(offset..offset + 4).map_or(0, |word| {
         u32::from_le_bytes(word.try_into().expect("4 bytes")) as usize
     });
-    let skip = if *kind == CorruptKind::BadChecksum
+    let span_end = if header_kept
         && (record::HEADER_LEN..=record::HEADER_LEN + record::MAX_EVENT_BODY).contains(&declared)
     {
-        declared.next_multiple_of(record::ALIGN)
+        offset
+            .saturating_add(declared.next_multiple_of(record::ALIGN))
+            .clamp(start, log.len())
     } else {
-        record::ALIGN
+        start
     };
-    offset.saturating_add(skip).min(log.len())
+    let could_follow = |record: &record::Record<'_>| match record.header.kind {
+        Kind::Event => record.header.position >= state.next_position,
+        Kind::StreamCreated => record.header.stream >= state.table.streams.len() as u64,
+    };
+    valid_records(&log[start..span_end]).any(|record| could_follow(&record))
+        || valid_records(&log[span_end..]).next().is_some()
 }
 
-/// True when some aligned offset in `bytes` holds a whole, checksummed record: used to tell
-/// a torn tail (nothing valid after the damage) from damage in the middle of the log.
-pub fn valid_record_after(bytes: &[u8]) -> bool {
-    let mut offset = 0;
-    while offset + record::HEADER_LEN <= bytes.len() {
-        if bytes[offset + 8..offset + 10] == record::MAGIC
-            && matches!(record::decode(&bytes[offset..]), Ok(Some(_)))
-        {
-            return true;
-        }
-        offset += record::ALIGN;
-    }
-    false
+/// The whole, checksummed records found at aligned offsets of `bytes` (including ones inside
+/// other records' bodies).
+fn valid_records(bytes: &[u8]) -> impl Iterator<Item = record::Record<'_>> {
+    (0..bytes.len().saturating_sub(record::HEADER_LEN - 1))
+        .step_by(record::ALIGN)
+        .filter(|&at| bytes[at + 8..at + 10] == record::MAGIC)
+        .filter_map(|at| record::decode(&bytes[at..]).ok().flatten())
 }

@@ -980,11 +980,11 @@ fn staging_pool(options: &StoreOptions) -> Result<buffer_pool::Pool> {
     })
 }
 
-/// The pipe under the log. `max_staged_bytes` bounds how far past the last commit a crash can
-/// leave bytes behind, which bounds the scan of recovery.
 /// The largest `StoreOptions::max_append_bytes`.
 const MAX_APPEND_BYTES_LIMIT: usize = 1 << 30;
 
+/// The pipe under the log. `max_staged_bytes` bounds how far past the last commit a crash can
+/// leave bytes behind, which bounds the scan of recovery.
 fn pipe_config(options: &StoreOptions) -> PipeConfig {
     PipeConfig {
         chunk_size: CHUNK,
@@ -1147,8 +1147,7 @@ fn recover(
         return Err(StoreError::io(index_path, error));
     }
     if let Some((offset, kind)) = replay.damage {
-        let after = state::resume_after_damage(bytes, offset as usize, &kind);
-        if state::valid_record_after(&bytes[after..]) {
+        if state::damage_is_followed(bytes, offset as usize, &kind, &committed) {
             return Err(log.corrupt(offset, kind));
         }
         report.tail_damage = Some(kind);

@@ -311,3 +311,53 @@ fn leftovers_past_a_smaller_configuration_s_window_are_cut() {
     file.read_exact_at(&mut left, far).unwrap();
     assert_eq!(left, [0u8; 64], "the leftover bytes were zeroed");
 }
+
+/// The length word is not under the checksum: a committed record whose length is damaged (so
+/// its checksum fails over the wrong span) must not hide the records after it, which would
+/// turn damage in the middle of the log into a silent cut of acknowledged appends.
+#[test]
+fn a_damaged_length_word_does_not_hide_the_records_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 5);
+    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
+    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
+    let len = u32::from_le_bytes(bytes[..4].try_into().unwrap());
+    // Still a length the store writes, now spanning the four records after it.
+    write_at(dir.path(), 0, &(len + 4096).to_le_bytes());
+    match Store::open_with(dir.path(), small()) {
+        Err(StoreError::Corrupt { offset, kind, .. }) => {
+            assert_eq!(offset, 0);
+            assert_eq!(kind, CorruptKind::BadChecksum);
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
+
+/// A torn last record cut by the end of the file (its size growth was lost, pages inside the
+/// old size kept) whose body carries a copy of an earlier record is a torn tail too.
+#[test]
+fn a_record_cut_by_the_end_of_the_file_carrying_a_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 3);
+    let before = log_end(dir.path());
+    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
+    let inner = eventstore::record::decode(&bytes)
+        .unwrap()
+        .unwrap()
+        .stored_len;
+    let mut body = bytes[..inner].to_vec();
+    body.extend_from_slice(&[0x5A; 400]);
+    append_to_first_stream(dir.path(), Expected::Exact(2), &[Event::new("e", body)]);
+    // The file ends inside the new record, after the copy it carries.
+    let cut = before + (eventstore::record::HEADER_LEN + inner + 100) as u64;
+    OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("log.dat"))
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
+    let store = check_store(dir.path(), 1, 3);
+    assert_eq!(store.recovery().truncated_at, Some(before));
+    assert_eq!(store.recovery().tail_damage, Some(CorruptKind::Truncated));
+}
