@@ -257,22 +257,30 @@ fn a_checkpoint_with_impossible_numbers_is_discarded() {
     assert_eq!(store.recovery().replayed_events, 5);
 }
 
+/// Three events, then a fourth whose body starts with a copy of the log's first record (a
+/// whole, valid record of this very log) followed by 400 bytes; returns where the fourth
+/// starts and the copy's length.
+fn three_events_then_one_carrying_a_record(dir: &Path) -> (u64, usize) {
+    fill(dir, 1, 3);
+    let before = log_end(dir);
+    let bytes = std::fs::read(dir.join("log.dat")).unwrap();
+    let inner = eventstore::record::decode(&bytes)
+        .unwrap()
+        .unwrap()
+        .stored_len;
+    let mut body = bytes[..inner].to_vec();
+    body.extend_from_slice(&[0x5A; 400]);
+    append_to_first_stream(dir, Expected::Exact(2), &[Event::new("e", body)]);
+    (before, inner)
+}
+
 /// A torn last record whose event carries a whole record of its own (an event holding another
 /// log's bytes) is a torn tail, cut like any other: the record inside its body is not taken
 /// for a later record of this log, which would make the tear look like damage in the middle.
 #[test]
 fn a_torn_record_carrying_a_whole_record_in_its_body_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 1, 3);
-    let before = log_end(dir.path());
-    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
-    let inner = eventstore::record::decode(&bytes)
-        .unwrap()
-        .unwrap()
-        .stored_len;
-    let mut body = bytes[..inner].to_vec(); // a whole, valid record of this very log
-    body.extend_from_slice(&[0x5A; 200]);
-    append_to_first_stream(dir.path(), Expected::Exact(2), &[Event::new("e", body)]);
+    let (before, _) = three_events_then_one_carrying_a_record(dir.path());
     let after = log_end(dir.path());
     // Tear the new record's end: its header and the record inside its body stay.
     write_at(dir.path(), after - 100, &[0u8; 100]);
@@ -338,16 +346,7 @@ fn a_damaged_length_word_does_not_hide_the_records_after_it() {
 #[test]
 fn a_record_cut_by_the_end_of_the_file_carrying_a_record_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 1, 3);
-    let before = log_end(dir.path());
-    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
-    let inner = eventstore::record::decode(&bytes)
-        .unwrap()
-        .unwrap()
-        .stored_len;
-    let mut body = bytes[..inner].to_vec();
-    body.extend_from_slice(&[0x5A; 400]);
-    append_to_first_stream(dir.path(), Expected::Exact(2), &[Event::new("e", body)]);
+    let (before, inner) = three_events_then_one_carrying_a_record(dir.path());
     // The file ends inside the new record, after the copy it carries.
     let cut = before + (eventstore::record::HEADER_LEN + inner + 100) as u64;
     OpenOptions::new()
