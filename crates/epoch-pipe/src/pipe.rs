@@ -75,7 +75,8 @@ pub struct PipeConfig {
     /// the pipe's memory bound, and a bound on what a crash can leave half-written past the
     /// last durable byte. A single write larger than this still goes through on its own.
     /// Writers that wait for room are let in in arrival order (a later write that would fit
-    /// waits behind them), so a large write is never passed over for good.
+    /// waits behind them), so a large write is never passed over for good. A write made on
+    /// one of the pipe's own threads (a task's waker) never waits: only they free room.
     pub max_staged_bytes: u64,
     /// The file is grown (`fallocate`) in steps of this many bytes (default 64 MiB), so that
     /// `fdatasync` rarely has to persist a size change.
@@ -894,6 +895,11 @@ impl<S: Storage> Shared<S> {
             let next_in_line = ticket.unwrap_or(staging.room_issued) == staging.room_served;
             // A write larger than the bound goes through alone rather than never.
             let fits = staging.bytes == 0 || staging.bytes + bytes <= self.config.max_staged_bytes;
+            // A task's waker writing on one of the pipe's own threads is let in at once: only
+            // those threads free room, so it would wait for itself.
+            if ticket.is_none() && on_pipe_thread(self) {
+                break;
+            }
             if next_in_line && fits {
                 if ticket.is_some() {
                     staging.room_served += 1;

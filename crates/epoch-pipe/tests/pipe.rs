@@ -723,6 +723,60 @@ fn a_waker_that_closes_the_pipe_does_not_deadlock_a_racing_close() {
     );
 }
 
+/// A task waker that writes to the pipe it is woken by (it runs on a pipe thread), sending the
+/// outcome back.
+struct WritingWaker<S: Storage>(
+    Arc<Pipe<S>>,
+    std::sync::Mutex<std::sync::mpsc::Sender<Result<Epoch, PipeError>>>,
+);
+
+impl<S: Storage> Wake for WritingWaker<S> {
+    fn wake(self: Arc<Self>) {
+        let outcome = self.0.write(vec![2u8; 60], 1);
+        let _ = self.1.lock().unwrap().send(outcome);
+    }
+}
+
+/// A waker's write on the pipe's own thread does not wait for staging room: the room of the
+/// epoch that woke it is given back only after its wakers ran, so it would wait for itself.
+#[test]
+fn a_waker_that_writes_does_not_wait_for_room_it_holds_itself() {
+    let (storage, gate) = gated_disk();
+    let pipe = Arc::new(
+        Pipe::new(
+            storage,
+            PipeConfig {
+                max_staged_bytes: 64,
+                ..config()
+            },
+        )
+        .unwrap(),
+    );
+    let epoch = pipe.write(vec![1u8; 8], 0).unwrap();
+    let (sent, outcome) = std::sync::mpsc::channel();
+    let waker = Waker::from(Arc::new(WritingWaker(
+        Arc::clone(&pipe),
+        std::sync::Mutex::new(sent),
+    )));
+    let mut durable = std::pin::pin!(pipe.durable(epoch));
+    assert!(
+        durable
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending(),
+        "the gate holds the sync"
+    );
+    drop(waker);
+    open_gate(&gate);
+    // 8 + 60 bytes are over the bound while the first write's room is still counted.
+    let written = outcome
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the waker's write returned (it used to wait for room forever)")
+        .expect("write");
+    pipe.wait_durable(written).unwrap();
+    pipe.close().unwrap();
+}
+
 /// A panic on a pipe thread fails the pipe: the waiter gets `Panicked` (it used to wait
 /// forever), later writes are refused, what was durable stays durable, `close` reports it.
 #[test]
