@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use epoch_pipe::{
-    CrashMode, Epoch, Fault, FileOptions, FileStorage, Operation, Pipe, PipeConfig, PipeError,
-    SimDisk, Storage,
+    CrashMode, Durable, Epoch, Fault, FileOptions, FileStorage, Operation, Pipe, PipeConfig,
+    PipeError, SimDisk, Storage,
 };
 
 fn config() -> PipeConfig {
@@ -684,6 +684,14 @@ fn open_gate(gate: &Gate) {
     opened.notify_all();
 }
 
+/// Polls `durable` once with `waker`, which the pipe keeps (the gate holds the sync).
+fn register_while_gated<S: Storage>(durable: std::pin::Pin<&mut Durable<'_, S>>, waker: Waker) {
+    assert!(
+        durable.poll(&mut Context::from_waker(&waker)).is_pending(),
+        "the gate holds the sync"
+    );
+}
+
 /// A task waker that closes the pipe (it runs on the pipe's flusher) while another thread is
 /// inside `close`, joining that flusher: neither waits for the other.
 struct ClosingWaker<S: Storage>(Arc<Pipe<S>>);
@@ -699,16 +707,11 @@ fn a_waker_that_closes_the_pipe_does_not_deadlock_a_racing_close() {
     let (storage, gate) = gated_disk();
     let pipe = Arc::new(Pipe::new(storage, config()).unwrap());
     let epoch = pipe.write(vec![1u8; 8], 0).unwrap();
-    let waker = Waker::from(Arc::new(ClosingWaker(Arc::clone(&pipe))));
     let mut durable = std::pin::pin!(pipe.durable(epoch));
-    assert!(
-        durable
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending(),
-        "the gate holds the sync"
+    register_while_gated(
+        durable.as_mut(),
+        Waker::from(Arc::new(ClosingWaker(Arc::clone(&pipe)))),
     );
-    drop(waker);
     let closer = {
         let pipe = Arc::clone(&pipe);
         std::thread::spawn(move || pipe.close())
@@ -754,19 +757,14 @@ fn a_waker_that_writes_does_not_wait_for_room_it_holds_itself() {
     );
     let epoch = pipe.write(vec![1u8; 8], 0).unwrap();
     let (sent, outcome) = std::sync::mpsc::channel();
-    let waker = Waker::from(Arc::new(WritingWaker(
-        Arc::clone(&pipe),
-        std::sync::Mutex::new(sent),
-    )));
     let mut durable = std::pin::pin!(pipe.durable(epoch));
-    assert!(
-        durable
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_pending(),
-        "the gate holds the sync"
+    register_while_gated(
+        durable.as_mut(),
+        Waker::from(Arc::new(WritingWaker(
+            Arc::clone(&pipe),
+            std::sync::Mutex::new(sent),
+        ))),
     );
-    drop(waker);
     open_gate(&gate);
     // 8 + 60 bytes are over the bound while the first write's room is still counted.
     let written = outcome
