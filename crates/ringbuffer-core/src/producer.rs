@@ -8,7 +8,7 @@ use crate::claim::{Claim, Publisher};
 use crate::error::Error;
 use crate::ring::{CLOSED_BIT, Core, GateCache};
 use crate::sync::{Arc, AtomicU64, Ordering};
-use crate::wait::{Waited, current_cpu, wait_for};
+use crate::wait::{CPU_NOTE_EVERY, Waited, current_cpu, wait_for};
 
 /// How long a claim may wait.
 #[derive(Clone, Copy)]
@@ -56,6 +56,8 @@ pub(crate) struct SpInner<T> {
     fast_limit: u64,
     pub(crate) cache: GateCache,
     closed: bool,
+    /// The next claim ending past this notes where this producer runs (see `note_cpu`).
+    cpu_note_due: u64,
 }
 
 /// Events the single-event path publishes between two looks at whether the ring was closed
@@ -84,6 +86,7 @@ impl<T> SpInner<T> {
             fast_limit: 0,
             cache: GateCache::new(),
             closed: false,
+            cpu_note_due: 0,
         }
     }
 
@@ -96,7 +99,9 @@ impl<T> SpInner<T> {
         if end > self.space_limit {
             self.wait_for_space(end, wait)?;
         }
-        self.core.space.note_cpu(current_cpu());
+        if end > self.cpu_note_due {
+            self.note_cpu();
+        }
         let start = self.next;
         Ok(Claim::new(
             &self.core,
@@ -176,11 +181,20 @@ impl<T> SpInner<T> {
         if end > self.space_limit {
             self.wait_for_space(end, Wait::Forever)?;
         }
-        // Keeps the consumer's idea of where this producer runs fresh (see `Whereabouts`).
-        self.core.space.note_cpu(current_cpu());
+        if end > self.cpu_note_due {
+            self.note_cpu();
+        }
         self.fast_limit = self.space_limit.min(self.next + CHECK_EVERY);
         debug_assert!(self.fast_limit >= end);
         Ok(())
+    }
+
+    /// Keeps the consumers' idea of where this producer runs fresh (see `Whereabouts`), every
+    /// [`CPU_NOTE_EVERY`] events.
+    #[cold]
+    fn note_cpu(&mut self) {
+        self.core.space.note_cpu(current_cpu());
+        self.cpu_note_due = self.next + CPU_NOTE_EVERY;
     }
 
     pub(crate) fn close(&mut self) {

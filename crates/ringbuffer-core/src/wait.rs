@@ -163,6 +163,11 @@ fn first_spin_pauses() -> u32 {
 /// more ([`top_up`]).
 const MIN_BATCH_BYTES: usize = 4096;
 
+/// Events a single producer publishes between two notes of where it runs (see
+/// [`Whereabouts`]): `sched_getcpu` is not free everywhere, and a hint a few hundred
+/// nanoseconds old is as good.
+pub(crate) const CPU_NOTE_EVERY: u64 = 256;
+
 /// The batch a streaming consumer waits for: [`MIN_BATCH_BYTES`] of entries, at most half the
 /// ring (1 under loom, where nobody waits for more).
 pub(crate) fn min_batch<T>(capacity: usize) -> u64 {
@@ -311,8 +316,9 @@ struct Whereabouts {
 }
 
 /// The CPU the calling thread runs on, plus one; 0 where it cannot be known (and under
-/// loom, whose models must not depend on it). On Linux `sched_getcpu` reads the thread's
-/// restartable-sequence area (no system call).
+/// loom, whose models must not depend on it). With glibc 2.35 or later `sched_getcpu` reads
+/// the thread's restartable-sequence area; elsewhere it may be a vDSO or a system call, so
+/// the hot paths ask at most every [`CPU_NOTE_EVERY`] events.
 #[inline]
 pub(crate) fn current_cpu() -> u32 {
     #[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
@@ -537,9 +543,9 @@ pub(crate) fn wait_for<R>(
         {
             return Waited::TimedOut;
         }
-        // Once per wait: say where we are, and skip the spinning if the peer shares our core
-        // (see `Whereabouts`).
-        let cpu = *cpu.get_or_insert_with(|| {
+        // Once per wait and after each park (a wake-up often moves the thread): say where we
+        // are, and skip the spinning if the peer shares our core (see `Whereabouts`).
+        let here = *cpu.get_or_insert_with(|| {
             let cpu = current_cpu();
             notifier.note_cpu(cpu);
             if strategy == WaitStrategy::Blocking && peer.last_seen_on(cpu) {
@@ -548,7 +554,7 @@ pub(crate) fn wait_for<R>(
             cpu
         });
         if backoff.yielding(strategy)
-            && !peer.last_seen_on(cpu)
+            && !peer.last_seen_on(here)
             // The peer is about to hand over what we wait for: either we just woke it, or it
             // is working through a batch (the consumer of an MPSC/SPSC ring; next to a busy
             // thread, yielding here gave the core away for a time slice every ring's worth).
@@ -574,6 +580,7 @@ pub(crate) fn wait_for<R>(
             if let Some(r) = notifier.park(deadline, &mut ready) {
                 return Waited::Ready(r);
             }
+            cpu = None;
         }
     }
 }
@@ -622,7 +629,12 @@ mod tests {
         shared.note_cpu(7);
         assert!(!shared.last_seen_on(7), "several threads: no hint");
         single.set_busy(true);
-        assert!(single.busy() && single.last_seen_on(cpu) == (cpu != 0));
+        let recorded = single
+            .whereabouts
+            .cpu
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // Compared with what was recorded, not with `cpu`: the thread may have moved since.
+        assert!(single.busy() && (recorded != 0) == (cpu != 0) && single.last_seen_on(recorded));
         single.set_busy(false);
         assert!(!single.busy());
     }
