@@ -46,6 +46,31 @@ fn two_writers_share_the_pipe() {
     });
 }
 
+/// A writer that finds no staging room waits in line and is let in once the room comes back
+/// (no lost wake-up between the room's release and the ticket queue).
+#[test]
+fn a_writer_waiting_for_room_is_let_in() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let disk = SimDisk::new();
+        let config = PipeConfig {
+            max_staged_bytes: 4,
+            ..config(1)
+        };
+        let pipe = loom::sync::Arc::new(Pipe::new(disk.clone(), config).unwrap());
+        let other = loom::sync::Arc::clone(&pipe);
+        let writer = loom::thread::spawn(move || {
+            let epoch = other.write(vec![2u8; 4], 1).unwrap();
+            other.wait_durable(epoch).unwrap();
+        });
+        let epoch = pipe.write(vec![1u8; 4], 0).unwrap();
+        pipe.wait_durable(epoch).unwrap();
+        writer.join().unwrap();
+        assert_eq!(&disk.durable_contents()[512..516], &[2u8; 4]);
+    });
+}
+
 /// With two syncs in flight and one failing, a success that overlapped the failure never
 /// acknowledges data the failure dropped.
 #[test]
