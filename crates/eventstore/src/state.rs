@@ -283,15 +283,16 @@ fn apply(
 /// with it; `state` is the committed state replay reached): then the damage is in the middle
 /// of the log, not a torn tail.
 ///
-/// Any valid record past the damaged record's span says so. Inside the span (its declared
-/// length, when its magic is right and its length one the store writes, and only the checksum
-/// failed or the record runs past the end of the file) only a record that could come after
-/// `state` does (an event at or past the next position, a stream creation at or past the next
-/// stream id): a torn write keeps its header and part of its body, and an event's body may
-/// carry whole records of its own (an event holding a copy of this or another log's bytes),
-/// which would otherwise make a torn tail look like damage in the middle. The length word is
-/// not under the checksum, so the span is not simply skipped: a flipped bit there would hide
-/// the records after it.
+/// Any valid record starting past the damaged record's span says so. One starting inside the
+/// span (its declared length, when its magic is right, its length one the store writes, and
+/// only the checksum failed or the record runs past the end of the file) says so only if it
+/// could come after `state`: an event at or past the next position, a stream creation at or
+/// past the next stream id, and either no further ahead than one per header length from the
+/// committed end. A torn write keeps its header and part of its body, and an event's body may
+/// carry whole records of its own (an event holding a copy of log bytes), which would
+/// otherwise make a torn tail look like damage in the middle. The length word is not under the
+/// checksum, so the span is not simply skipped: every record starting in it is decoded in
+/// full, and a flipped length bit cannot hide the records after it.
 pub fn damage_is_followed(
     log: &[u8],
     offset: usize,
@@ -313,19 +314,24 @@ pub fn damage_is_followed(
     } else {
         start
     };
-    let could_follow = |record: &record::Record<'_>| match record.header.kind {
-        Kind::Event => record.header.position >= state.next_position,
-        Kind::StreamCreated => record.header.stream >= state.table.streams.len() as u64,
+    let could_follow = |at: usize, record: &record::Record<'_>| {
+        // Records take at least a header each: a record this far past the committed end is
+        // at most this many records on.
+        let records_on = (at as u64).saturating_sub(state.log_end) / record::HEADER_LEN as u64;
+        let (next, found) = match record.header.kind {
+            Kind::Event => (state.next_position, record.header.position),
+            Kind::StreamCreated => (state.table.streams.len() as u64, record.header.stream),
+        };
+        (next..=next.saturating_add(records_on)).contains(&found)
     };
-    valid_records(&log[start..span_end]).any(|record| could_follow(&record))
-        || valid_records(&log[span_end..]).next().is_some()
+    valid_records(log, start).any(|(at, record)| at >= span_end || could_follow(at, &record))
 }
 
-/// The whole, checksummed records found at aligned offsets of `bytes` (including ones inside
-/// other records' bodies).
-fn valid_records(bytes: &[u8]) -> impl Iterator<Item = record::Record<'_>> {
-    (0..bytes.len().saturating_sub(record::HEADER_LEN - 1))
+/// The whole, checksummed records starting at aligned offsets of `log` from `from` on
+/// (including ones inside other records' bodies), with their offsets.
+fn valid_records(log: &[u8], from: usize) -> impl Iterator<Item = (usize, record::Record<'_>)> {
+    (from..log.len().saturating_sub(record::HEADER_LEN - 1))
         .step_by(record::ALIGN)
-        .filter(|&at| bytes[at + 8..at + 10] == record::MAGIC)
-        .filter_map(|at| record::decode(&bytes[at..]).ok().flatten())
+        .filter(|&at| log[at + 8..at + 10] == record::MAGIC)
+        .filter_map(|at| Some((at, record::decode(&log[at..]).ok().flatten()?)))
 }

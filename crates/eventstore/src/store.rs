@@ -1116,9 +1116,12 @@ fn recover(
         .len();
     // The checkpoint claims more log than there is, or more events than its log could hold
     // (each takes a whole record header at least; the index's length, `next_position * 8`,
-    // would also overflow): it cannot be trusted.
+    // would also overflow), or an end where no record can start: it cannot be trusted.
     let holds_at_most = committed.log_end / crate::record::HEADER_LEN as u64;
-    if committed.log_end > log_len || committed.next_position > holds_at_most {
+    if committed.log_end > log_len
+        || committed.next_position > holds_at_most
+        || !committed.log_end.is_multiple_of(record::ALIGN as u64)
+    {
         report.checkpoint_discarded = true;
         committed = Committed::default();
     }

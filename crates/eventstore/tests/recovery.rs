@@ -159,14 +159,11 @@ fn a_batch_without_its_commit_record_is_dropped_whole() {
     let events: Vec<Event> = (0..4).map(|_| Event::new("e", vec![7u8; 64])).collect();
     append_to_first_stream(dir.path(), Expected::Exact(1), &events);
     // Remove the last record (the one carrying COMMIT): the three before it must go too.
-    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
-    let mut offset = before as usize;
-    let mut last = offset;
-    while let Ok(Some(record)) = eventstore::record::decode(&bytes[offset..]) {
-        last = offset;
-        offset += record.stored_len;
-    }
-    write_at(dir.path(), last as u64, &vec![0u8; offset - last]);
+    let offsets = record_offsets(dir.path());
+    let [.., last, end] = offsets[..] else {
+        panic!("records expected, found {offsets:?}")
+    };
+    write_at(dir.path(), last as u64, &vec![0u8; end - last]);
     std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
     let store = check_store(dir.path(), 1, 2);
     assert_eq!(store.recovery().truncated_at, Some(before));
@@ -246,15 +243,22 @@ fn a_checkpoint_bounds_the_replay_and_a_bad_one_is_replaced_by_a_full_replay() {
 /// hold: the index length would overflow) is discarded like a damaged one, not trusted.
 #[test]
 fn a_checkpoint_with_impossible_numbers_is_discarded() {
-    let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 1, 5);
-    let path = dir.path().join("checkpoint.dat");
-    let mut committed = eventstore::decode_checkpoint(&std::fs::read(&path).unwrap()).unwrap();
-    committed.next_position = u64::MAX / 4;
-    std::fs::write(&path, eventstore::encode_checkpoint(&committed)).unwrap();
-    let store = check_store(dir.path(), 1, 5);
-    assert!(store.recovery().checkpoint_discarded);
-    assert_eq!(store.recovery().replayed_events, 5);
+    let impossible: [fn(&mut eventstore::Committed); 2] = [
+        |committed| committed.next_position = u64::MAX / 4,
+        // No record starts at an unaligned offset: every aligned scan from it would miss them.
+        |committed| committed.log_end -= 4,
+    ];
+    for damage in impossible {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 1, 5);
+        let path = dir.path().join("checkpoint.dat");
+        let mut committed = eventstore::decode_checkpoint(&std::fs::read(&path).unwrap()).unwrap();
+        damage(&mut committed);
+        std::fs::write(&path, eventstore::encode_checkpoint(&committed)).unwrap();
+        let store = check_store(dir.path(), 1, 5);
+        assert!(store.recovery().checkpoint_discarded);
+        assert_eq!(store.recovery().replayed_events, 5);
+    }
 }
 
 /// Three events, then a fourth whose body starts with a copy of the log's first record (a
@@ -359,4 +363,72 @@ fn a_record_cut_by_the_end_of_the_file_carrying_a_record_is_a_torn_tail() {
     let store = check_store(dir.path(), 1, 3);
     assert_eq!(store.recovery().truncated_at, Some(before));
     assert_eq!(store.recovery().tail_damage, Some(CorruptKind::Truncated));
+}
+
+/// A damaged length word whose span ends inside the last record: that record starts inside
+/// the span and ends past it, and still counts (it is decoded whole, not cut at the span).
+#[test]
+fn a_damaged_length_ending_inside_the_last_record_does_not_hide_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 2); // stream created, event 0, event 1
+    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
+    let offsets = record_offsets(dir.path());
+    let [_, event0, event1, end] = offsets[..] else {
+        panic!("three records expected, found {offsets:?}")
+    };
+    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
+    let len = u32::from_le_bytes(bytes[event0..event0 + 4].try_into().unwrap());
+    let damaged = len + 16;
+    let span_end = event0 + (damaged as usize).next_multiple_of(8);
+    assert!(
+        event1 < span_end && span_end < end,
+        "the span ends inside event 1"
+    );
+    write_at(dir.path(), event0 as u64, &damaged.to_le_bytes());
+    match Store::open_with(dir.path(), small()) {
+        Err(StoreError::Corrupt { offset, kind, .. }) => {
+            assert_eq!(offset, event0 as u64);
+            assert_eq!(kind, CorruptKind::BadChecksum);
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
+
+/// The offsets where the log's records start, and where the last one ends.
+fn record_offsets(dir: &Path) -> Vec<usize> {
+    let bytes = std::fs::read(dir.join("log.dat")).unwrap();
+    let mut offsets = vec![0];
+    while let Ok(Some(record)) = eventstore::record::decode(&bytes[*offsets.last().unwrap()..]) {
+        offsets.push(offsets.last().unwrap() + record.stored_len);
+    }
+    offsets
+}
+
+/// A record carried in a torn event's body whose position is far ahead of this log (a copy
+/// of another store's event) cannot be this log's next record: a torn tail, not damage.
+#[test]
+fn a_carried_record_too_far_ahead_to_follow_is_not_taken_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 3);
+    let before = log_end(dir.path());
+    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
+    // Event 1 of this log, re-encoded as if it were event 1000 of another.
+    let first = eventstore::record::decode(&bytes)
+        .unwrap()
+        .unwrap()
+        .stored_len;
+    let event = eventstore::record::decode(&bytes[first..])
+        .unwrap()
+        .unwrap();
+    let mut header = event.header;
+    header.position = 1000;
+    let mut carried = Vec::new();
+    eventstore::record::encode(&mut carried, &header, event.metadata, event.body);
+    carried.extend_from_slice(&[0x5A; 400]);
+    append_to_first_stream(dir.path(), Expected::Exact(2), &[Event::new("e", carried)]);
+    let after = log_end(dir.path());
+    write_at(dir.path(), after - 100, &[0u8; 100]);
+    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
+    let store = check_store(dir.path(), 1, 3);
+    assert_eq!(store.recovery().truncated_at, Some(before));
 }
