@@ -76,7 +76,8 @@ pub struct PipeConfig {
     /// last durable byte. A single write larger than this still goes through on its own.
     /// Writers that wait for room are let in in arrival order (a later write that would fit
     /// waits behind them), so a large write is never passed over for good. A write made on
-    /// one of the pipe's own threads (a task's waker) never waits: only they free room.
+    /// one of the pipe's own threads (a task's waker, a `Payload` or `Storage`
+    /// implementation) never waits, since only they free room: it may go past this bound.
     pub max_staged_bytes: u64,
     /// The file is grown (`fallocate`) in steps of this many bytes (default 64 MiB), so that
     /// `fdatasync` rarely has to persist a size change.
@@ -895,8 +896,10 @@ impl<S: Storage> Shared<S> {
             let next_in_line = ticket.unwrap_or(staging.room_issued) == staging.room_served;
             // A write larger than the bound goes through alone rather than never.
             let fits = staging.bytes == 0 || staging.bytes + bytes <= self.config.max_staged_bytes;
-            // A task's waker writing on one of the pipe's own threads is let in at once: only
-            // those threads free room, so it would wait for itself.
+            // A write made on one of this pipe's own threads (a task's waker, say) is let in at
+            // once: only those threads free room, so it would wait for itself. (A waker of this
+            // pipe writing to another full pipe, whose waker writes back here, can still
+            // deadlock: each waits for the other's threads.)
             if ticket.is_none() && on_pipe_thread(self) {
                 break;
             }

@@ -142,6 +142,8 @@ impl<T> SpInner<T> {
             },
         };
         self.space_limit = outcome? + cap;
+        // A wait often moves the thread: say where it runs at the next claim or check.
+        self.cpu_note_due = 0;
         debug_assert!(self.space_limit >= end);
         Ok(())
     }
