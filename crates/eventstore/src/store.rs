@@ -1184,10 +1184,18 @@ fn recover(
             .map_err(|e| StoreError::io(log.path(), e))?;
     }
     let tail_base = committed.log_end / CHUNK * CHUNK;
-    let tail = bytes
-        .get(tail_base as usize..committed.log_end as usize)
-        .unwrap_or_default()
+    // The file may end inside the last record's padding (cut short by hand or by a lost size
+    // change): what it lacks is zeros by the format, and the writer rewrites this chunk whole.
+    let tail_len = (committed.log_end - tail_base) as usize;
+    let mut tail = bytes
+        .get(tail_base as usize..)
+        .map_or(&[][..], |rest| &rest[..tail_len.min(rest.len())])
         .to_vec();
+    debug_assert!(
+        tail_len - tail.len() < record::ALIGN,
+        "only padding is missing"
+    );
+    tail.resize(tail_len, 0);
     drop(map);
 
     index

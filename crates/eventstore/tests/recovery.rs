@@ -432,3 +432,51 @@ fn a_carried_record_too_far_ahead_to_follow_is_not_taken_for_one() {
     let store = check_store(dir.path(), 1, 3);
     assert_eq!(store.recovery().truncated_at, Some(before));
 }
+
+/// A log file cut inside the zero padding of its last record (its length not a multiple of
+/// 8) still opens whole, and the next append keeps the records before it: the padding the
+/// file lacks is zeros by the format.
+#[test]
+fn a_log_cut_inside_the_last_record_s_padding_keeps_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 2);
+    append_to_first_stream(
+        dir.path(),
+        Expected::Exact(1),
+        &[Event::new("e", vec![9u8; 3])],
+    );
+    let offsets = record_offsets(dir.path());
+    let [.., last, _] = offsets[..] else {
+        panic!("records expected, found {offsets:?}")
+    };
+    let bytes = std::fs::read(dir.path().join("log.dat")).unwrap();
+    let unpadded = last as u64
+        + u64::from(u32::from_le_bytes(
+            bytes[last..last + 4].try_into().unwrap(),
+        ));
+    assert_ne!(unpadded % 8, 0, "the last record is padded");
+    OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("log.dat"))
+        .unwrap()
+        .set_len(unpadded)
+        .unwrap();
+    append_to_first_stream(
+        dir.path(),
+        Expected::Exact(2),
+        &[Event::new("e", vec![8u8; 5])],
+    );
+    let store = Store::open_with(dir.path(), small()).unwrap();
+    let read = store
+        .domain("d")
+        .unwrap()
+        .aggregate("t")
+        .unwrap()
+        .instance(0u128)
+        .read_from(0)
+        .unwrap();
+    let payloads: Vec<&[u8]> = read.iter().map(|event| &event.payload[..]).collect();
+    assert_eq!(payloads.len(), 4);
+    assert_eq!(payloads[2], [9u8; 3]);
+    assert_eq!(payloads[3], [8u8; 5]);
+}
