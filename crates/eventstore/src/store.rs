@@ -1167,22 +1167,45 @@ fn recover(
         .iter()
         .rposition(|&b| b != 0)
         .map_or(0, |last| stop + last + 1);
-    if dirty_end > stop {
-        report.truncated_at = Some(replay.stop);
-        report.truncated_bytes = (dirty_end - stop) as u64;
-        let zeros = vec![0u8; (dirty_end - stop).min(1 << 20)];
-        let mut at = stop;
-        while at < dirty_end {
-            let len = zeros.len().min(dirty_end - at);
+    let sync_log = || {
+        log_file
+            .sync_data()
+            .map_err(|e| StoreError::io(log.path(), e))
+    };
+    let zero = |from: usize, to: usize| -> Result<()> {
+        let zeros = vec![0u8; (to - from).min(1 << 20)];
+        let mut at = from;
+        while at < to {
+            let len = zeros.len().min(to - at);
             log_file
                 .write_all_at(&zeros[..len], at as u64)
                 .map_err(|e| StoreError::io(log.path(), e))?;
             at += len;
         }
+        Ok(())
+    };
+    if dirty_end > stop {
+        report.truncated_at = Some(replay.stop);
+        report.truncated_bytes = (dirty_end - stop) as u64;
+        // The length word at the cut first, durably: from then on the log ends there whatever
+        // part of the rest a power loss keeps zeroed (a later page zeroed and an earlier one
+        // not would read as damage in the middle). Whatever is left is cut again next time.
+        let word_end = (stop + record::ALIGN).min(dirty_end);
+        zero(stop, word_end)?;
+        sync_log()?;
+        zero(word_end, dirty_end)?;
+    }
+    // A file that ends inside the last record's zero padding (cut by hand, or a lost size
+    // change) gets that padding back, so reads and checkpoints see the whole record.
+    if committed.log_end > bytes.len() as u64 {
         log_file
-            .sync_data()
+            .set_len(committed.log_end)
             .map_err(|e| StoreError::io(log.path(), e))?;
     }
+    // Replay read what the file holds, which after a process crash includes writes the pipe
+    // never synced (still in the page cache). They are committed from now on (visible, in the
+    // index and the checkpoint, built upon by new appends), so they are made durable first.
+    sync_log()?;
     let tail_base = committed.log_end / CHUNK * CHUNK;
     // The file may end inside the last record's padding (cut short by hand or by a lost size
     // change): what it lacks is zeros by the format, and the writer rewrites this chunk whole.
