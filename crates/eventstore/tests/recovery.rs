@@ -490,3 +490,40 @@ fn a_log_cut_inside_the_last_record_s_padding_keeps_its_records() {
     assert_eq!(after[2], [9u8; 3]);
     assert_eq!(after[3], [8u8; 5]);
 }
+
+/// What a power loss can leave while open cuts an uncommitted tail: the 8 bytes at the cut are
+/// zeroed and synced first, the rest may keep any mix of zeroed and old pages. From the zero
+/// word on the log has ended: the next open cuts what is left, whatever the mix.
+#[test]
+fn a_cut_interrupted_after_its_first_word_opens_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 1, 2);
+    let before = log_end(dir.path());
+    // An append of three large events, then its COMMIT record taken away: uncommitted.
+    let events: Vec<Event> = (0..3).map(|_| Event::new("e", vec![7u8; 5000])).collect();
+    append_to_first_stream(dir.path(), Expected::Exact(1), &events);
+    let offsets = record_offsets(dir.path());
+    let [.., last, end] = offsets[..] else {
+        panic!("records expected, found {offsets:?}")
+    };
+    write_at(dir.path(), last as u64, &vec![0u8; end - last]);
+    // The cut's first word zeroed, and one later page (inside the second event) zeroed too.
+    write_at(dir.path(), before, &[0u8; 8]);
+    let page = (before + 8192).next_multiple_of(4096);
+    write_at(dir.path(), page, &[0u8; 4096]);
+    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
+    let store = check_store(dir.path(), 1, 2);
+    assert_eq!(store.recovery().truncated_at, Some(before));
+    assert_eq!(
+        store.recovery().tail_damage,
+        None,
+        "a zero word is the end, not damage"
+    );
+    drop(store);
+    let reopened = check_store(dir.path(), 1, 2);
+    assert_eq!(
+        reopened.recovery().truncated_at,
+        None,
+        "the cut is whole now"
+    );
+}
