@@ -151,19 +151,28 @@ fn a_half_written_last_record_is_cut() {
     assert_eq!(store.recovery().truncated_at, Some(before));
 }
 
-#[test]
-fn a_batch_without_its_commit_record_is_dropped_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 1, 2);
-    let before = log_end(dir.path());
-    let events: Vec<Event> = (0..4).map(|_| Event::new("e", vec![7u8; 64])).collect();
-    append_to_first_stream(dir.path(), Expected::Exact(1), &events);
-    // Remove the last record (the one carrying COMMIT): the three before it must go too.
-    let offsets = record_offsets(dir.path());
+/// Two committed events, then an append of `events` events of `size` bytes whose last record
+/// (the one carrying COMMIT) is zeroed; returns where that append starts.
+fn two_events_then_an_append_without_its_commit(dir: &Path, events: usize, size: usize) -> u64 {
+    fill(dir, 1, 2);
+    let before = log_end(dir);
+    let events: Vec<Event> = (0..events)
+        .map(|_| Event::new("e", vec![7u8; size]))
+        .collect();
+    append_to_first_stream(dir, Expected::Exact(1), &events);
+    let offsets = record_offsets(dir);
     let [.., last, end] = offsets[..] else {
         panic!("records expected, found {offsets:?}")
     };
-    write_at(dir.path(), last as u64, &vec![0u8; end - last]);
+    write_at(dir, last as u64, &vec![0u8; end - last]);
+    before
+}
+
+#[test]
+fn a_batch_without_its_commit_record_is_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    // Remove the last record (the one carrying COMMIT): the three before it must go too.
+    let before = two_events_then_an_append_without_its_commit(dir.path(), 4, 64);
     std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
     let store = check_store(dir.path(), 1, 2);
     assert_eq!(store.recovery().truncated_at, Some(before));
@@ -497,16 +506,7 @@ fn a_log_cut_inside_the_last_record_s_padding_keeps_its_records() {
 #[test]
 fn a_cut_interrupted_after_its_first_word_opens_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    fill(dir.path(), 1, 2);
-    let before = log_end(dir.path());
-    // An append of three large events, then its COMMIT record taken away: uncommitted.
-    let events: Vec<Event> = (0..3).map(|_| Event::new("e", vec![7u8; 5000])).collect();
-    append_to_first_stream(dir.path(), Expected::Exact(1), &events);
-    let offsets = record_offsets(dir.path());
-    let [.., last, end] = offsets[..] else {
-        panic!("records expected, found {offsets:?}")
-    };
-    write_at(dir.path(), last as u64, &vec![0u8; end - last]);
+    let before = two_events_then_an_append_without_its_commit(dir.path(), 3, 5000);
     // The cut's first word zeroed, and one later page (inside the second event) zeroed too.
     write_at(dir.path(), before, &[0u8; 8]);
     let page = (before + 8192).next_multiple_of(4096);
