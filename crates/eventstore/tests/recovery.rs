@@ -73,6 +73,31 @@ fn write_at(dir: &Path, offset: u64, bytes: &[u8]) {
     file.sync_all().unwrap();
 }
 
+/// Opening fails as damage before the tail, naming the log, `offset` and `kind`.
+fn assert_refused_as_corrupt(dir: &Path, offset: u64, kind: CorruptKind) {
+    match Store::open_with(dir, small()) {
+        Err(StoreError::Corrupt {
+            path,
+            offset: found,
+            kind: what,
+        }) => {
+            assert!(path.ends_with("log.dat"));
+            assert_eq!((found, what), (offset, kind));
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
+
+/// Cuts or extends the log file to `len` bytes (a lost or partial size change).
+fn set_log_len(dir: &Path, len: u64) {
+    OpenOptions::new()
+        .write(true)
+        .open(dir.join("log.dat"))
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 fn check_store(dir: &Path, streams: u128, events: u64) -> Store {
     let store = Store::open_with(dir, small()).unwrap();
     assert_eq!(store.len(), streams as u64 * events);
@@ -195,14 +220,7 @@ fn damage_before_the_tail_is_an_error_naming_file_and_offset() {
         .unwrap()
         .stored_len as u64;
     write_at(dir.path(), first + 80, &[0xFF]);
-    match Store::open_with(dir.path(), small()) {
-        Err(StoreError::Corrupt { path, offset, kind }) => {
-            assert!(path.ends_with("log.dat"));
-            assert_eq!(offset, first);
-            assert_eq!(kind, CorruptKind::BadChecksum);
-        }
-        other => panic!("expected a corruption error, got {other:?}"),
-    }
+    assert_refused_as_corrupt(dir.path(), first, CorruptKind::BadChecksum);
 }
 
 #[test]
@@ -345,13 +363,7 @@ fn a_damaged_length_word_does_not_hide_the_records_after_it() {
     let len = u32::from_le_bytes(bytes[..4].try_into().unwrap());
     // Still a length the store writes, now spanning the four records after it.
     write_at(dir.path(), 0, &(len + 4096).to_le_bytes());
-    match Store::open_with(dir.path(), small()) {
-        Err(StoreError::Corrupt { offset, kind, .. }) => {
-            assert_eq!(offset, 0);
-            assert_eq!(kind, CorruptKind::BadChecksum);
-        }
-        other => panic!("expected a corruption error, got {other:?}"),
-    }
+    assert_refused_as_corrupt(dir.path(), 0, CorruptKind::BadChecksum);
 }
 
 /// A torn last record cut by the end of the file (its size growth was lost, pages inside the
@@ -362,12 +374,7 @@ fn a_record_cut_by_the_end_of_the_file_carrying_a_record_is_a_torn_tail() {
     let (before, inner) = three_events_then_one_carrying_a_record(dir.path());
     // The file ends inside the new record, after the copy it carries.
     let cut = before + (eventstore::record::HEADER_LEN + inner + 100) as u64;
-    OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("log.dat"))
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    set_log_len(dir.path(), cut);
     std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
     let store = check_store(dir.path(), 1, 3);
     assert_eq!(store.recovery().truncated_at, Some(before));
@@ -394,13 +401,7 @@ fn a_damaged_length_ending_inside_the_last_record_does_not_hide_it() {
         "the span ends inside event 1"
     );
     write_at(dir.path(), event0 as u64, &damaged.to_le_bytes());
-    match Store::open_with(dir.path(), small()) {
-        Err(StoreError::Corrupt { offset, kind, .. }) => {
-            assert_eq!(offset, event0 as u64);
-            assert_eq!(kind, CorruptKind::BadChecksum);
-        }
-        other => panic!("expected a corruption error, got {other:?}"),
-    }
+    assert_refused_as_corrupt(dir.path(), event0 as u64, CorruptKind::BadChecksum);
 }
 
 /// The offsets where the log's records start, and where the last one ends.
@@ -464,12 +465,7 @@ fn a_log_cut_inside_the_last_record_s_padding_keeps_its_records() {
             bytes[last..last + 4].try_into().unwrap(),
         ));
     assert_ne!(unpadded % 8, 0, "the last record is padded");
-    OpenOptions::new()
-        .write(true)
-        .open(dir.path().join("log.dat"))
-        .unwrap()
-        .set_len(unpadded)
-        .unwrap();
+    set_log_len(dir.path(), unpadded);
     // The checkpoint of the close before the cut claims more log than the file holds: the
     // first open discards it; the checkpoints written after that hold.
     let payloads = |dir: &Path, checkpoint_holds: bool| -> Vec<Vec<u8>> {
