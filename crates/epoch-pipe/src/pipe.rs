@@ -455,14 +455,7 @@ struct FailOnPanic<'a, S: Storage> {
 impl<S: Storage> Drop for FailOnPanic<'_, S> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            // `fail` wakes the tasks still registered; a waker panicking in there now, while
-            // this thread unwinds, would abort the process.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.shared.fail(PipeError::Panicked {
-                    thread: self.thread,
-                });
-            }));
-            self.shared.stop_sync_workers();
+            self.shared.fail_for_panic(self.thread);
         }
     }
 }
@@ -896,19 +889,20 @@ impl<S: Storage> Shared<S> {
             let next_in_line = ticket.unwrap_or(staging.room_issued) == staging.room_served;
             // A write larger than the bound goes through alone rather than never.
             let fits = staging.bytes == 0 || staging.bytes + bytes <= self.config.max_staged_bytes;
-            // A write made on one of this pipe's own threads (a task's waker, say) is let in at
-            // once: only those threads free room, so it would wait for itself. (A waker of this
-            // pipe writing to another full pipe, whose waker writes back here, can still
-            // deadlock: each waits for the other's threads.)
-            if ticket.is_none() && on_pipe_thread(self) {
-                break;
-            }
             if next_in_line && fits {
                 if ticket.is_some() {
                     staging.room_served += 1;
                     // The next in line may fit in what is left.
                     self.room.notify_all();
                 }
+                break;
+            }
+            // A write made on one of this pipe's own threads (a task's waker, say) is let in at
+            // once: only those threads free room, so it would wait for itself. (A waker of this
+            // pipe writing to another full pipe, whose waker writes back here, can still
+            // deadlock: each waits for the other's threads.) Asked only of a write that would
+            // wait, so the common one pays no thread-local lookup.
+            if ticket.is_none() && on_pipe_thread(self) {
                 break;
             }
             if ticket.is_none() {
@@ -1344,14 +1338,18 @@ impl<S: Storage> Shared<S> {
     fn wake_or_fail(&self, acked: Acknowledged) {
         let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.wake(acked)));
         if woke.is_err() {
-            // `fail` wakes the tasks still registered, whose wakers may panic too.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.fail(PipeError::Panicked {
-                    thread: "publisher",
-                });
-            }));
-            self.stop_sync_workers();
+            self.fail_for_panic("publisher");
         }
+    }
+
+    /// Fails the pipe with [`PipeError::Panicked`] for `thread` and stops its workers. `fail`
+    /// wakes the tasks still registered, whose wakers may panic too: caught, since a panic
+    /// there while the caller unwinds would abort the process.
+    fn fail_for_panic(&self, thread: &'static str) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.fail(PipeError::Panicked { thread });
+        }));
+        self.stop_sync_workers();
     }
 
     /// What each of the pipe's threads does first: marks itself as one of this pipe's (see
@@ -1526,9 +1524,6 @@ mod tests {
             acknowledged: 0,
             wakers: vec![(epoch, waker)],
         };
-        // Held, so the publisher takes both in one batch.
-        let handoff = lock(&shared.handoff);
-        drop(handoff);
         // An acknowledgement that wakes nobody starts the publisher; then both go out as one
         // batch, queued under one lock (handed off one by one, the first could stop the
         // publisher before the second is handed off).

@@ -99,9 +99,7 @@ impl<T> SpInner<T> {
         if end > self.space_limit {
             self.wait_for_space(end, wait)?;
         }
-        if end > self.cpu_note_due {
-            self.note_cpu();
-        }
+        self.note_cpu_if_due(end);
         let start = self.next;
         Ok(Claim::new(
             &self.core,
@@ -183,16 +181,22 @@ impl<T> SpInner<T> {
         if end > self.space_limit {
             self.wait_for_space(end, Wait::Forever)?;
         }
-        if end > self.cpu_note_due {
-            self.note_cpu();
-        }
+        self.note_cpu_if_due(end);
         self.fast_limit = self.space_limit.min(self.next + CHECK_EVERY);
         debug_assert!(self.fast_limit >= end);
         Ok(())
     }
 
     /// Keeps the consumers' idea of where this producer runs fresh (see `Whereabouts`), every
-    /// [`CPU_NOTE_EVERY`] events.
+    /// [`CPU_NOTE_EVERY`] events: when a claim or check ending at `end` passes the last note's
+    /// window.
+    #[inline]
+    fn note_cpu_if_due(&mut self, end: u64) {
+        if end > self.cpu_note_due {
+            self.note_cpu();
+        }
+    }
+
     #[cold]
     fn note_cpu(&mut self) {
         self.core.space.note_cpu(current_cpu());
