@@ -523,3 +523,52 @@ fn a_cut_interrupted_after_its_first_word_opens_cleanly() {
         "the cut is whole now"
     );
 }
+
+/// Every mix a power loss can leave of a cut in progress: the word at the cut zeroed and
+/// synced first, then any subset of the later pages zeroed. Each mix opens to the committed
+/// events alone, and a second open finds nothing left to cut.
+#[test]
+fn every_mix_of_an_interrupted_cut_opens_to_the_committed_events() {
+    const PAGE: u64 = 4096;
+    let template = tempfile::tempdir().unwrap();
+    let before = two_events_then_an_append_without_its_commit(template.path(), 4, 5000);
+    std::fs::remove_file(template.path().join("checkpoint.dat")).unwrap();
+    let tail_end = log_end(template.path());
+    // The pages the cut zeroes after its first word (the first one only from that word on).
+    let first_zeroed = before + 8;
+    let pages: Vec<(u64, u64)> = (first_zeroed / PAGE..tail_end.div_ceil(PAGE))
+        .map(|page| {
+            let start = (page * PAGE).max(first_zeroed);
+            (start, ((page + 1) * PAGE).min(tail_end))
+        })
+        .filter(|(start, end)| start < end)
+        .collect();
+    assert!(
+        (3..=8).contains(&pages.len()),
+        "a tail over several pages expected, found {pages:?}"
+    );
+    for mix in 0..1u32 << pages.len() {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(template.path()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        write_at(dir.path(), before, &[0u8; 8]);
+        for (page, (start, end)) in pages.iter().enumerate() {
+            if mix & (1 << page) != 0 {
+                write_at(dir.path(), *start, &vec![0u8; (end - start) as usize]);
+            }
+        }
+        let all_zeroed = mix == (1 << pages.len()) - 1;
+        let store = check_store(dir.path(), 1, 2);
+        assert_eq!(
+            store.recovery().truncated_at,
+            (!all_zeroed).then_some(before),
+            "mix {mix:#b}: the rest of the tail is cut at the zero word"
+        );
+        assert_eq!(store.recovery().tail_damage, None, "mix {mix:#b}");
+        drop(store);
+        let reopened = check_store(dir.path(), 1, 2);
+        assert_eq!(reopened.recovery().truncated_at, None, "mix {mix:#b}");
+    }
+}
