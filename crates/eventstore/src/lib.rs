@@ -64,6 +64,6 @@ pub use record::StreamKey;
 #[doc(hidden)]
 pub use state::{Committed, TailReplay, decode_checkpoint, encode_checkpoint, replay_tail};
 pub use store::{
-    AggregateType, AppendItem, Domain, PendingAppend, RecoveryReport, StorageHook, Store,
+    AggregateType, AppendItem, Domain, JoinHook, PendingAppend, RecoveryReport, StorageHook, Store,
     StoreOptions, Stream, Subscription,
 };

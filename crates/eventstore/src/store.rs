@@ -55,6 +55,10 @@ pub struct StoreOptions {
     /// stable API.
     #[doc(hidden)]
     pub log_storage_hook: Option<StorageHook>,
+    /// Tests only: runs on a subscriber's thread just before it joins the live ring (to make
+    /// appends land in that window). Not part of the stable API.
+    #[doc(hidden)]
+    pub before_live_join: Option<JoinHook>,
     /// Memory for batches on their way to disk (default 64 MiB, in 4 KiB-aligned pooled
     /// chunks): when it is all in flight, appends wait (backpressure).
     pub staging_bytes: usize,
@@ -77,6 +81,7 @@ impl Default for StoreOptions {
             staging_bytes: 64 << 20,
             max_append_bytes: 32 << 20,
             log_storage_hook: None,
+            before_live_join: None,
             wait_spin: PipeConfig::default().wait_spin,
         }
     }
@@ -91,6 +96,17 @@ pub struct StorageHook(pub Arc<dyn Fn(FileStorage) -> Box<dyn Storage> + Send + 
 impl std::fmt::Debug for StorageHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StorageHook")
+    }
+}
+
+/// Runs on a subscriber's thread just before it joins the live ring (tests only).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct JoinHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for JoinHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinHook")
     }
 }
 
@@ -470,6 +486,7 @@ impl Store {
             next_position: from_position,
             buffer: VecDeque::new(),
             live: None,
+            settling: false,
             rejoined: 0,
         }
     }
@@ -843,6 +860,10 @@ pub struct Subscription {
     buffer: VecDeque<RecordedEvent>,
     /// The live ring, once caught up; `None` while reading from disk.
     live: Option<BroadcastConsumer<CommitNotice>>,
+    /// Just joined the live ring: reading from disk until a read finds nothing new, since
+    /// batches made visible before the join (their notices published before it too) may
+    /// take more than one read.
+    settling: bool,
     /// Times this subscription was evicted from the live ring and caught up from disk.
     rejoined: u64,
 }
@@ -873,14 +894,24 @@ impl Subscription {
             if let Some(event) = self.buffer.pop_front() {
                 return Ok(Some(event));
             }
+            if self.settling {
+                if self.catch_up()? {
+                    continue;
+                }
+                self.settling = false;
+            }
             let Some(live) = self.live.as_mut() else {
                 if self.catch_up()? {
                     continue;
                 }
-                // Caught up: join live, then look once more, since a batch that became
-                // visible before the join may have had its notice published before it too.
+                // Caught up: join live, then read the disk again until it has nothing new
+                // (`settling`), since batches that became visible before the join may have
+                // had their notices published before it too.
+                if let Some(hook) = &self.store.inner.options.before_live_join {
+                    (hook.0)();
+                }
                 self.live = Some(self.store.inner.live.subscribe());
-                self.catch_up()?;
+                self.settling = true;
                 continue;
             };
             let remaining = deadline.map_or(Duration::from_secs(3600), |d| {
@@ -923,8 +954,9 @@ impl Subscription {
             return Ok(()); // already read from disk
         }
         if notice.first_position > self.next_position {
-            // Cannot happen with the join order above; recover through the index anyway
-            // rather than skip an event.
+            // Cannot happen with the join order above (every batch visible before the join
+            // was read from disk while settling); recover through the index anyway rather
+            // than skip an event.
             while self.next_position < notice.first_position && self.catch_up()? {}
             if notice.end_position <= self.next_position {
                 return Ok(()); // the disk read covered the whole notice
@@ -959,7 +991,7 @@ impl Subscription {
 
     /// Whether it follows the live ring now (false while it reads from disk).
     pub fn is_live(&self) -> bool {
-        self.live.is_some()
+        self.live.is_some() && !self.settling
     }
 
     /// How many times it fell a whole live ring behind and continued from disk.

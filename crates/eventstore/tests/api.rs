@@ -731,6 +731,69 @@ fn a_slow_subscriber_is_evicted_continues_from_disk_and_rejoins_without_loss_or_
     assert_eq!(evicted_after, evictions);
 }
 
+/// Events made durable just before a subscriber joins the live ring have had their notices
+/// published before the join too: the subscriber reads them from disk, all of them, however
+/// many reads of [`CATCH_UP_EVENTS`] that takes, and does not wait for a later append.
+#[test]
+fn a_subscriber_joining_live_reads_everything_made_durable_just_before_it_joined() {
+    const APPENDS: u64 = 5;
+    const EVENTS_EACH: u64 = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let store_for_hook = Arc::new(std::sync::OnceLock::<Store>::new());
+    let once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (hook_store, hook_once) = (Arc::clone(&store_for_hook), Arc::clone(&once));
+    let options = StoreOptions {
+        before_live_join: Some(eventstore::JoinHook(Arc::new(move || {
+            if hook_once.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let store = hook_store.get().expect("the store is open");
+            let stream = stream_of(store, 3u128);
+            for _ in 0..APPENDS {
+                let events: Vec<Event> = (0..EVENTS_EACH).map(|_| event("e", b"x")).collect();
+                stream.append(Expected::Any, &events).unwrap();
+            }
+        }))),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), options).unwrap();
+    assert!(store_for_hook.set(store.clone()).is_ok());
+    let mut subscription = store.subscribe(0);
+    // Nothing yet: the first call joins the live ring, and the hook appends right before.
+    let mut positions = Vec::new();
+    while let Some(event) = subscription
+        .next_timeout(std::time::Duration::from_secs(2))
+        .unwrap()
+    {
+        positions.push(event.position);
+        if positions.len() as u64 == APPENDS * EVENTS_EACH {
+            break;
+        }
+    }
+    assert!(
+        once.load(std::sync::atomic::Ordering::Relaxed),
+        "the hook ran"
+    );
+    assert_eq!(
+        positions.len() as u64,
+        APPENDS * EVENTS_EACH,
+        "every event made durable before the join, without another append"
+    );
+    assert!(
+        positions
+            .iter()
+            .zip(0..)
+            .all(|(&found, want)| found == want),
+        "in order, no repeat"
+    );
+    assert_eq!(subscription.try_next().unwrap(), None);
+    assert!(
+        subscription.is_live(),
+        "following the ring once the disk has nothing new"
+    );
+    store.close().unwrap();
+}
+
 #[test]
 fn closing_the_store_wakes_a_live_subscriber_after_it_has_everything() {
     let dir = tempfile::tempdir().unwrap();
