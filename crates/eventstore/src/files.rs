@@ -16,6 +16,8 @@ const MARKER_MAGIC: &[u8; 8] = b"EVSTORE\0";
 
 /// Files of a store directory.
 pub const MARKER: &str = "STORE";
+/// The marker while it is written, before it is renamed into place.
+const MARKER_TEMPORARY: &str = "STORE.tmp";
 /// The writer lock.
 pub const LOCK: &str = "LOCK";
 /// The record log.
@@ -45,10 +47,12 @@ pub fn prepare(dir: &Path) -> Result<File> {
     if marker.exists() {
         check_marker(&marker)?;
     } else {
+        // The lock and a marker not yet renamed into place are what a first open that
+        // died early leaves: still a new store.
         let foreign = fs::read_dir(dir)
             .map_err(|e| StoreError::io(dir, e))?
             .filter_map(|entry| entry.ok())
-            .any(|entry| entry.file_name() != LOCK);
+            .any(|entry| entry.file_name() != LOCK && entry.file_name() != MARKER_TEMPORARY);
         if foreign {
             return Err(StoreError::NotAStore {
                 path: dir.into(),
@@ -86,7 +90,7 @@ fn check_marker(marker: &Path) -> Result<()> {
 }
 
 fn write_marker(dir: &Path, marker: &Path) -> Result<()> {
-    let temporary = dir.join(format!("{MARKER}.tmp"));
+    let temporary = dir.join(MARKER_TEMPORARY);
     let mut bytes = MARKER_MAGIC.to_vec();
     bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     write_durably(&temporary, &bytes)?;

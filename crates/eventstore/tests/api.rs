@@ -389,6 +389,22 @@ fn hostile_names_never_become_paths() {
     }
 }
 
+/// A first open that died between writing its marker and renaming it into place leaves
+/// `STORE.tmp` (and the lock file) behind: the directory is still a new store, not a foreign one.
+#[test]
+fn a_first_open_interrupted_before_its_marker_was_in_place_opens_again() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("LOCK"), b"").unwrap();
+    std::fs::write(dir.path().join("STORE.tmp"), b"EVST").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    stream_of(&store, 1u128)
+        .append(Expected::NoStream, &[event("e", b"x")])
+        .unwrap();
+    store.close().unwrap();
+    assert!(!dir.path().join("STORE.tmp").exists(), "renamed into place");
+    assert_eq!(Store::open(dir.path()).unwrap().len(), 1);
+}
+
 #[test]
 fn a_second_writer_is_refused_and_foreign_directories_are_not_stores() {
     let dir = tempfile::tempdir().unwrap();
