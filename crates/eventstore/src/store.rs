@@ -49,7 +49,9 @@ pub struct StoreOptions {
     /// multiple of 4096, at least 64 KiB): `fdatasync` then rarely has to persist a size change.
     pub grow_step: u64,
     /// Largest encoded size of one append (all its events, headers included), in bytes
-    /// (default 32 MiB; at least `max_event_size` + 4 KiB, at most 1 GiB).
+    /// (default 32 MiB; at least `max_event_size` + 4 KiB, at most 1 GiB). Checked when the
+    /// append is submitted, before it is known which of its streams exist, so each stream
+    /// of the append counts a stream-creation record (112 bytes) whether it is new or not.
     pub max_append_bytes: usize,
     /// Tests only: wraps the log's storage (e.g. to simulate a power loss). Not part of the
     /// stable API.
@@ -521,7 +523,9 @@ impl Store {
 
     /// Stops accepting appends, waits for those in flight, writes a checkpoint, stops the
     /// threads and releases the writer lock. Later appends through any handle fail with
-    /// [`StoreError::Closed`]; reads keep working. Also done when the last handle is dropped.
+    /// [`StoreError::Closed`] (or, on a store that failed before, with that
+    /// [`StoreError::Pipe`] failure); reads keep working. Also done when the last handle is
+    /// dropped.
     pub fn close(&self) -> Result<()> {
         self.inner.shutdown();
         match self
@@ -720,6 +724,10 @@ impl Stream {
     }
 
     /// At most `limit` events from version `from` on, in version order.
+    ///
+    /// Streams are linked from their newest event back, so this walks every event from
+    /// `from` to the newest (checking each) and keeps the first `limit`: its time grows with
+    /// the stream's length past `from`, its memory with `limit` only.
     pub fn read(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         let mut events = Vec::new();
         self.scan(from, limit, |event| events.push(event.to_recorded()))?;
@@ -727,7 +735,8 @@ impl Stream {
     }
 
     /// Visits at most `limit` events from version `from` on, in version order, borrowing them
-    /// from the memory-mapped log. Returns how many were visited.
+    /// from the memory-mapped log. Returns how many were visited. Costs what
+    /// [`read`](Self::read) costs.
     pub fn scan(
         &self,
         from: u64,
