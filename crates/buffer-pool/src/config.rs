@@ -30,8 +30,8 @@ pub struct PoolConfig {
     /// Chunks allocated when the pool is built (equal to `max_chunks` for a fixed pool); a
     /// growable pool rounds it up to whole slabs.
     pub initial_chunks: usize,
-    /// Chunks per growth step of a growable pool (rounded up to a power of two). Default: as
-    /// many as fill 256 KiB.
+    /// Chunks per growth step of a growable pool (rounded up to a power of two, at most the
+    /// pool's size). Default (and 0): as many as fill 256 KiB.
     pub slab_chunks: usize,
     /// Keep a few per-thread slots, each parking one freed run for the next request of the
     /// same thread (default `true`). They spare threads from contending on the shared free
@@ -120,7 +120,8 @@ impl PoolConfig {
                 0 => ((256 * 1024) / stride).max(1),
                 n => n,
             };
-            wanted.next_power_of_two().min(max_pow2)
+            // Capped first: a power of two above `usize::MAX / 2` does not exist.
+            wanted.min(max_pow2).next_power_of_two()
         };
         let slab_shift = slab_chunks.trailing_zeros();
         let slabs = self.max_chunks.div_ceil(slab_chunks);

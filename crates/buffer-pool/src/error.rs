@@ -24,11 +24,6 @@ pub enum ConfigError {
         /// The pool's upper bound.
         max: usize,
     },
-    /// The slab size (chunks per growth step) is zero.
-    SlabChunks {
-        /// The value asked for.
-        slab_chunks: usize,
-    },
     /// The pool's memory does not fit the address space or the allocator refused it.
     OutOfMemory {
         /// Bytes asked of the allocator.
@@ -52,9 +47,6 @@ impl fmt::Display for ConfigError {
                 f,
                 "initial chunk count {initial} is above the maximum {max}"
             ),
-            Self::SlabChunks { slab_chunks } => {
-                write!(f, "slab size {slab_chunks} chunks: must be at least 1")
-            }
             Self::OutOfMemory { bytes } => {
                 write!(f, "could not allocate {bytes} bytes for the pool")
             }

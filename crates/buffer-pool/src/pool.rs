@@ -9,7 +9,11 @@
 //!
 //! - **Fast path** (no lock, no system call): while neither flag is set, `allocate` pops and a
 //!   drop pushes with a CAS. Each pop bumps the tag, so a stale CAS fails even if the same chunk
-//!   is back on top (ABA).
+//!   is back on top (ABA). The tag has 22 bits: a stale CAS could still succeed if a thread
+//!   stalled between reading the head and its CAS while exactly a multiple of 2^22 (~4.2 M)
+//!   pops went by and left the same top and count; the risk accepted by tagged stacks of
+//!   this width (a preemption of milliseconds at full speed, on a head that must then match
+//!   bit for bit).
 //! - **Thread slots**: in front of the shared stack sit a few padded *slots* (see [`OffChunkSet`]), each
 //!   holding at most one free run; a thread uses the slot its id maps to. A release parks its
 //!   run in an empty slot and the next request of the same size takes it back, one CAS each on
@@ -893,7 +897,9 @@ impl Pool {
     }
 
     /// Takes `n` chunks if they are free now and no earlier request is waiting; never waits
-    /// (a growable pool may still allocate a slab).
+    /// for chunks to come back. Off the fast path it still takes the pool's lock (held only
+    /// for bookkeeping, never across a wait), waits out a release already in progress (a few
+    /// instructions of another thread) and may allocate a slab of a growable pool.
     #[inline]
     pub fn try_allocate(&self, n: usize) -> Result<Allocation, PoolError> {
         let n = self.check(n)?;

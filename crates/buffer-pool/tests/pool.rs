@@ -96,6 +96,18 @@ fn bad_requests_fail_at_once() {
     assert_eq!(growable.allocate(8).unwrap().chunk_count(), 8);
 }
 
+/// A growth step larger than the pool (even `usize::MAX`) is capped at the pool's size, not
+/// an overflow.
+#[test]
+fn a_huge_slab_size_is_capped_at_the_pool_size() {
+    for slab_chunks in [11, 1 << 40, usize::MAX / 2 + 2, usize::MAX] {
+        let pool = Pool::new(&PoolConfig::growable(1, 10).with_slab_chunks(slab_chunks)).unwrap();
+        let all = pool.allocate(10).unwrap();
+        assert_eq!(all.chunk_count(), 10, "slab_chunks {slab_chunks}");
+        assert!(pool.try_allocate(1).is_err(), "slab_chunks {slab_chunks}");
+    }
+}
+
 #[test]
 fn bad_configs_are_refused() {
     for chunk_size in [0, 1, 256, 511, 513, 3000, 4097, 1 << 31] {
