@@ -11,13 +11,29 @@ pub struct ReadmeDoctests;
 /// acknowledges, kill it with SIGKILL at a chosen moment.
 pub mod crash {
     use std::ffi::OsStr;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    use std::thread::JoinHandle;
     use std::time::{Duration, Instant};
 
+    /// Longest wait for a child's first acknowledgement (it starts a process and opens a
+    /// file or store first).
+    const FIRST_ACK_WITHIN: Duration = Duration::from_secs(60);
+    /// The end of a child's stderr kept for the failure message.
+    const STDERR_KEPT: usize = 16 << 10;
+    /// The signal `Child::kill` sends on Unix.
+    const SIGKILL: i32 = 9;
+
     /// Runs the ignored test `child_test` of the current test binary with `env_name` set to
-    /// `env_value`, kills it with SIGKILL after `kill_after`, and returns the words of every
-    /// stdout line that starts with `ack` (without the `ack`).
+    /// `env_value`, kills it with SIGKILL `kill_after` after its first acknowledgement, and
+    /// returns the words of every stdout line that starts with `ack` (without the `ack`).
+    ///
+    /// Panics, with the end of the child's stderr, if the child acknowledges nothing within
+    /// [`FIRST_ACK_WITHIN`] or ended on its own (children write until killed: an exit is a
+    /// failure, such as a panic on an I/O error), so no round passes without checking
+    /// something and no child failure goes unseen.
     pub fn run_and_kill(
         child_test: &str,
         env_name: &str,
@@ -35,29 +51,89 @@ pub mod crash {
             ])
             .env(env_name, env_value)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the child");
         let stdout = child.stdout.take().expect("child stdout");
+        let stderr = child.stderr.take().expect("child stderr");
+        let (first_ack, first_ack_seen) = mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut acks = Vec::new();
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let mut words = line.split_whitespace();
                 if words.next() == Some("ack") {
+                    if acks.is_empty() {
+                        let _ = first_ack.send(());
+                    }
                     acks.push(words.map(str::to_owned).collect());
                 }
             }
             acks
         });
+        let stderr_reader = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let mut stderr = stderr;
+            while let Ok(read) = stderr.read(&mut buffer) {
+                if read == 0 {
+                    break;
+                }
+                kept.extend_from_slice(&buffer[..read]);
+                if kept.len() > 2 * STDERR_KEPT {
+                    kept.drain(..kept.len() - STDERR_KEPT);
+                }
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        });
+        match first_ack_seen.recv_timeout(FIRST_ACK_WITHIN) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) => fail(
+                &mut child,
+                stderr_reader,
+                format!("no acknowledgement within {FIRST_ACK_WITHIN:?}"),
+            ),
+            Err(RecvTimeoutError::Disconnected) => fail(
+                &mut child,
+                stderr_reader,
+                "the child closed its output before acknowledging anything".into(),
+            ),
+        }
         // The moment only needs to vary from round to round, not to be exact.
         let started = Instant::now();
         while started.elapsed() < kill_after {
             std::thread::sleep(Duration::from_millis(1));
         }
-        child.kill().expect("SIGKILL the child");
-        child.wait().expect("reap the child");
+        // A child that ended on its own (a panic, say) shows an exit code, not SIGKILL.
+        let status = match child.try_wait() {
+            Ok(Some(status)) => status,
+            _ => {
+                child.kill().expect("SIGKILL the child");
+                child.wait().expect("reap the child")
+            }
+        };
+        if status.signal() != Some(SIGKILL) {
+            fail(
+                &mut child,
+                stderr_reader,
+                format!("the child ended before it was killed ({status})"),
+            );
+        }
+        let stderr = stderr_reader.join().unwrap_or_default();
+        // A panic on one of its threads may not end the child before the kill.
+        assert!(
+            !stderr.contains("panicked at"),
+            "the child panicked before it was killed; its stderr ends with:\n{stderr}"
+        );
         reader.join().expect("stdout reader")
+    }
+
+    /// Kills and reaps the child, then panics with `why` and the end of its stderr.
+    fn fail(child: &mut Child, stderr_reader: JoinHandle<String>, why: String) -> ! {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = stderr_reader.join().unwrap_or_default();
+        panic!("{why}; the child's stderr ends with:\n{stderr}");
     }
 
     /// Pseudo-random kill moments (xorshift), reproducible from run to run.
@@ -86,9 +162,10 @@ pub mod invariants {
 
     use eventstore::{Event, Expected, Store};
 
-    /// The streams `bank/account/<instance>` of `instances` must have contiguous versions;
-    /// every `(instance, version, position)` in `acked` must be there with its position and
-    /// `payload(instance, version)`; the streams of `pair` (written together by two-stream
+    /// The streams `bank/account/<instance>` of `instances` must have contiguous versions and
+    /// every event in them `payload(instance, version)` (acknowledged or not: a torn event
+    /// taken for a whole one shows here); every `(instance, version, position)` in `acked`
+    /// must be there with its position; the streams of `pair` (written together by two-stream
     /// appends) must have the same length; global positions must be gap-free; and the store
     /// must take a new append (to `probe/p/<round>`). Panics naming `round` otherwise.
     pub fn check_after_crash(
@@ -109,6 +186,14 @@ pub mod invariants {
                 versions, contiguous,
                 "round {round}: versions of {instance}"
             );
+            for event in &events {
+                assert_eq!(
+                    event.payload,
+                    payload(instance, event.version),
+                    "round {round}: payload of {instance}@{}",
+                    event.version
+                );
+            }
             streams.insert(instance, events);
         }
         for &(instance, version, position) in acked {
@@ -120,7 +205,6 @@ pub mod invariants {
                 (version, position),
                 "round {round}"
             );
-            assert_eq!(event.payload, payload(instance, version), "round {round}");
         }
         assert_eq!(
             streams[&pair.0].len(),

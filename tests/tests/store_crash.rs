@@ -139,8 +139,8 @@ fn crash_kill_9_never_loses_an_acknowledged_append() {
         store.close().unwrap();
     }
     assert!(
-        acked_total > 0,
-        "no acknowledgement in any round: the test checked nothing"
+        acked_total >= rounds as usize,
+        "every round checks at least one acknowledgement"
     );
     eprintln!(
         "{rounds} rounds, {acked_total} acknowledged events checked, {truncations} torn tails cut"
