@@ -78,7 +78,10 @@ pub fn run(args: &[String]) -> TaskResult {
     }
     // Each run measures every contender of a case side by side; with several runs, a host
     // that changes speed between one contender and the next skews one run, not the median.
-    let criterion_dir = target_dir().join("criterion");
+    // Where criterion writes its estimates: CRITERION_HOME if set, else target/criterion.
+    let criterion_dir = std::env::var_os("CRITERION_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("criterion"));
     let mut per_run = Vec::with_capacity(runs);
     for run in 1..=runs {
         if runs > 1 {
@@ -174,6 +177,13 @@ fn rows_for(selected: &[&Suite], measurements: &[Measurement]) -> Result<Vec<Row
             .collect();
         cases.sort_unstable();
         cases.dedup();
+        if cases.is_empty() {
+            return Err(format!(
+                "suite `{}` left no criterion estimates ({prefix}*) written since the run \
+                 started",
+                suite.name
+            ));
+        }
         for case in cases {
             let group = format!("{prefix}{case}");
             let in_case: Vec<&Measurement> =

@@ -82,6 +82,20 @@ pub fn median_rows(runs: &[Vec<Row>]) -> Result<Vec<Row>, String> {
     let Some(first) = runs.first() else {
         return Err("no bench runs".to_owned());
     };
+    // Every run must hold the same rows: one missing from the first is as wrong as one
+    // missing from a later run (checked below, for each row of the first).
+    if let Some(extra) = runs.iter().flatten().find(|r| {
+        !first
+            .iter()
+            .any(|f| f.suite == r.suite && f.case == r.case && f.peer == r.peer)
+    }) {
+        return Err(format!(
+            "{}/{} vs {} is missing from the first run",
+            extra.suite,
+            extra.case,
+            extra.peer.as_deref().unwrap_or("-")
+        ));
+    }
     first
         .iter()
         .map(|row| {
@@ -364,6 +378,12 @@ mod tests {
         other.case = "d".into();
         assert!(median_rows(&[vec![row(1.0, 1.0)], vec![other]]).is_err());
         assert!(median_rows(&[]).is_err());
+        // A row only a later run has is as wrong as one a later run lacks.
+        let mut extra = row(1.0, 1.0);
+        extra.case = "d".into();
+        let first = vec![row(1.0, 1.0)];
+        let later = vec![row(1.0, 1.0), extra];
+        assert!(median_rows(&[first, later]).is_err());
     }
 
     #[test]
