@@ -16,6 +16,46 @@ pub struct StreamState {
     pub last_offset: u64,
 }
 
+/// Every this many versions, where a stream's event lies in the log is kept in memory (its
+/// *mark*): records link a stream's events newest to oldest, so a read of versions far below
+/// the newest starts its walk at the first mark above them instead of at the newest event.
+pub const MARK_EVERY: u64 = 1024;
+
+/// A stream's marks: the log offsets of its events at versions `first * MARK_EVERY`,
+/// `(first + 1) * MARK_EVERY`, ... (a run with no gap; a stream known from a checkpoint
+/// written before marks existed has them only from some version on).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// `version / MARK_EVERY` of the first mark.
+    pub first: u64,
+    /// Log offsets, one per mark.
+    pub offsets: Vec<u64>,
+}
+
+impl Marks {
+    /// Records that the stream's event of `version` (a multiple of [`MARK_EVERY`]) is at
+    /// `offset`, if it extends the run (or starts it).
+    pub fn note(&mut self, version: u64, offset: u64) {
+        debug_assert!(version.is_multiple_of(MARK_EVERY), "not a mark: {version}");
+        let index = version / MARK_EVERY;
+        if self.offsets.is_empty() {
+            self.first = index;
+        }
+        if index == self.first + self.offsets.len() as u64 {
+            self.offsets.push(offset);
+        }
+    }
+
+    /// The mark of the lowest version at or above `version`, as (version, offset).
+    pub fn at_or_above(&self, version: u64) -> Option<(u64, u64)> {
+        let index = version.div_ceil(MARK_EVERY).max(self.first);
+        let at = usize::try_from(index - self.first).ok()?;
+        self.offsets
+            .get(at)
+            .map(|&offset| (index * MARK_EVERY, offset))
+    }
+}
+
 /// Every stream, by id (ids are assigned 0, 1, 2, ... in log order) and by names.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
@@ -23,6 +63,8 @@ pub struct Table {
     pub streams: Vec<StreamState>,
     /// Names -> stream id.
     pub by_key: HashMap<StreamKey, u64>,
+    /// Indexed by stream id, like `streams` (kept apart so a stream's state stays `Copy`).
+    pub marks: Vec<Marks>,
 }
 
 impl Table {
@@ -34,8 +76,27 @@ impl Table {
             last_version: None,
             last_offset: record::NO_PREVIOUS,
         });
+        self.marks.push(Marks::default());
         self.by_key.insert(key, id);
         id
+    }
+
+    /// Records a stream's event at `version` and `offset` in its marks when it is one.
+    pub fn note_event(&mut self, stream: u64, version: u64, offset: u64) {
+        if version.is_multiple_of(MARK_EVERY)
+            && let Some(marks) = self.marks.get_mut(stream as usize)
+        {
+            marks.note(version, offset);
+        }
+    }
+
+    /// The same streams without marks (for a thread that never reads).
+    pub fn without_marks(&self) -> Table {
+        Table {
+            streams: self.streams.clone(),
+            by_key: self.by_key.clone(),
+            marks: vec![Marks::default(); self.streams.len()],
+        }
     }
 
     /// The stream with these names.
@@ -57,23 +118,34 @@ pub struct Committed {
 }
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"EVCKPT\0\0";
-const CHECKPOINT_VERSION: u32 = 1;
+/// Version 2 adds each stream's marks; version 1 (no marks) is still read.
+const CHECKPOINT_VERSION: u32 = 2;
 const STREAM_ENTRY_LEN: usize = record::STREAM_BODY_LEN + 8 + 8 + 1;
 
-/// Encodes a checkpoint: magic, version, next position, log end, stream count, the streams,
-/// and a trailing CRC32C of everything before it.
+/// Encodes a checkpoint: magic, version, next position, log end, stream count, the streams
+/// (each: names, version flag, last version, last offset, then its marks: the first mark's
+/// index, their count and their offsets), and a trailing CRC32C of everything before it.
 pub fn encode_checkpoint(state: &Committed) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + state.table.streams.len() * STREAM_ENTRY_LEN);
+    let marks: usize = state.table.marks.iter().map(|m| m.offsets.len()).sum();
+    let mut out =
+        Vec::with_capacity(40 + state.table.streams.len() * (STREAM_ENTRY_LEN + 16) + marks * 8);
     out.extend_from_slice(CHECKPOINT_MAGIC);
     out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
     out.extend_from_slice(&state.next_position.to_le_bytes());
     out.extend_from_slice(&state.log_end.to_le_bytes());
     out.extend_from_slice(&(state.table.streams.len() as u64).to_le_bytes());
-    for stream in &state.table.streams {
+    let no_marks = Marks::default();
+    for (id, stream) in state.table.streams.iter().enumerate() {
         out.extend_from_slice(&record::encode_stream_body(&stream.key));
         out.push(u8::from(stream.last_version.is_some()));
         out.extend_from_slice(&stream.last_version.unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&stream.last_offset.to_le_bytes());
+        let marks = state.table.marks.get(id).unwrap_or(&no_marks);
+        out.extend_from_slice(&marks.first.to_le_bytes());
+        out.extend_from_slice(&(marks.offsets.len() as u64).to_le_bytes());
+        for offset in &marks.offsets {
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -89,7 +161,8 @@ pub enum CheckpointError {
     Version(u32),
 }
 
-/// Decodes a checkpoint written by [`encode_checkpoint`].
+/// Decodes a checkpoint written by [`encode_checkpoint`] (or by a build that wrote version 1,
+/// without marks).
 pub fn decode_checkpoint(bytes: &[u8]) -> Result<Committed, CheckpointError> {
     if bytes.len() < 40 || &bytes[..8] != CHECKPOINT_MAGIC {
         return Err(CheckpointError::Corrupt("bad magic or too short"));
@@ -100,43 +173,107 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<Committed, CheckpointError> {
     }
     let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-    if version != CHECKPOINT_VERSION {
+    if version != 1 && version != CHECKPOINT_VERSION {
         return Err(CheckpointError::Version(version));
     }
     let next_position = word(12);
     let log_end = word(20);
     let count = word(28);
-    let entries = &body[36..];
-    if count.checked_mul(STREAM_ENTRY_LEN as u64) != Some(entries.len() as u64) {
+    let mut entries = &body[36..];
+    if version == 1 && count.checked_mul(STREAM_ENTRY_LEN as u64) != Some(entries.len() as u64) {
         return Err(CheckpointError::Corrupt(
             "stream count does not match the length",
         ));
     }
     let mut table = Table::default();
-    for entry in entries.chunks_exact(STREAM_ENTRY_LEN) {
+    for _ in 0..count {
+        let Some((entry, rest)) = entries.split_at_checked(STREAM_ENTRY_LEN) else {
+            return Err(CheckpointError::Corrupt(
+                "stream count does not match the length",
+            ));
+        };
+        entries = rest;
         let key = record::decode_stream_body(&entry[..record::STREAM_BODY_LEN])
             .map_err(|_| CheckpointError::Corrupt("bad stream names"))?;
-        let rest = &entry[record::STREAM_BODY_LEN..];
-        let has_version = match rest[0] {
+        let fields = &entry[record::STREAM_BODY_LEN..];
+        let has_version = match fields[0] {
             0 => false,
             1 => true,
             _ => return Err(CheckpointError::Corrupt("bad version flag")),
         };
-        let version = u64::from_le_bytes(rest[1..9].try_into().expect("8 bytes"));
-        let last_offset = u64::from_le_bytes(rest[9..17].try_into().expect("8 bytes"));
+        let last_version = u64::from_le_bytes(fields[1..9].try_into().expect("8 bytes"));
+        let last_offset = u64::from_le_bytes(fields[9..17].try_into().expect("8 bytes"));
         if table.by_key.contains_key(&key) {
             return Err(CheckpointError::Corrupt("duplicate stream"));
         }
+        let marks = if version == 1 {
+            Marks::default()
+        } else {
+            let (marks, rest) = decode_marks(entries, has_version.then_some(last_version))?;
+            entries = rest;
+            marks
+        };
+        if marks.offsets.last().is_some_and(|&last| last > last_offset) {
+            return Err(CheckpointError::Corrupt(
+                "a mark past the stream's last event",
+            ));
+        }
         let id = table.create(key);
         let stream = &mut table.streams[id as usize];
-        stream.last_version = has_version.then_some(version);
+        stream.last_version = has_version.then_some(last_version);
         stream.last_offset = last_offset;
+        table.marks[id as usize] = marks;
+    }
+    if !entries.is_empty() {
+        return Err(CheckpointError::Corrupt(
+            "stream count does not match the length",
+        ));
     }
     Ok(Committed {
         table,
         next_position,
         log_end,
     })
+}
+
+/// A stream's marks in a version-2 checkpoint entry, and what follows them. Refused unless
+/// they fit the stream (no mark above its last version) and rise.
+fn decode_marks(
+    bytes: &[u8],
+    last_version: Option<u64>,
+) -> Result<(Marks, &[u8]), CheckpointError> {
+    let too_short = CheckpointError::Corrupt("stream count does not match the length");
+    let word = |at: usize| -> Result<u64, CheckpointError> {
+        bytes
+            .get(at..at + 8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .ok_or(too_short.clone())
+    };
+    let first = word(0)?;
+    let count = word(8)?;
+    let len = count
+        .checked_mul(8)
+        .and_then(|len| usize::try_from(len).ok())
+        .filter(|&len| len <= bytes.len() - 16)
+        .ok_or(too_short.clone())?;
+    if count > 0 {
+        let highest = first
+            .checked_add(count - 1)
+            .and_then(|index| index.checked_mul(MARK_EVERY));
+        if highest.is_none_or(|highest| last_version.is_none_or(|last| highest > last)) {
+            return Err(CheckpointError::Corrupt(
+                "a mark past the stream's last version",
+            ));
+        }
+    }
+    let offsets: Vec<u64> = bytes[16..16 + len]
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+        .collect();
+    if offsets.windows(2).any(|pair| pair[0] >= pair[1]) {
+        return Err(CheckpointError::Corrupt("marks out of order"));
+    }
+    Ok((Marks { first, offsets }, &bytes[16 + len..]))
 }
 
 /// What replaying the log tail found.
@@ -178,6 +315,7 @@ pub fn replay_tail(
     };
     let mut undo: Option<Undo> = None;
     let mut offsets = Vec::new();
+    let mut marks = Vec::new();
     let mut pending_records = 0;
     let mut offset = state.log_end;
     while let Some(bytes) = log.get(offset as usize..) {
@@ -206,6 +344,9 @@ pub fn replay_tail(
         }
         if record.header.kind == Kind::Event {
             offsets.push(offset);
+            if record.header.version.is_multiple_of(MARK_EVERY) {
+                marks.push((record.header.stream, record.header.version, offset));
+            }
         }
         pending_records += 1;
         offset += record.stored_len as u64;
@@ -214,6 +355,10 @@ pub fn replay_tail(
             on_commit(&offsets);
             replay.events += offsets.len() as u64;
             offsets.clear();
+            // Marks of an append count once it is committed (an uncommitted one is undone).
+            for (stream, version, offset) in marks.drain(..) {
+                state.table.note_event(stream, version, offset);
+            }
             undo = None;
             replay.stop = offset;
             pending_records = 0;
@@ -226,6 +371,7 @@ pub fn replay_tail(
         for stream in state.table.streams.drain(undo.streams..) {
             state.table.by_key.remove(&stream.key);
         }
+        state.table.marks.truncate(undo.streams);
         state.next_position = undo.next_position;
         state.log_end = undo.log_end;
     }

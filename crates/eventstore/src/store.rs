@@ -216,6 +216,16 @@ pub struct AppendItem<'a> {
     pub events: &'a [Event],
 }
 
+/// A stream read's view of the log: the mapping, the stream's last version, and where the
+/// walk back starts (a mark, or the newest event).
+struct Walk {
+    map: std::sync::Arc<memmap2::Mmap>,
+    last: u64,
+    start_version: u64,
+    start_offset: u64,
+    log_end: u64,
+}
+
 /// An append submitted without waiting: wait for it later.
 #[derive(Debug)]
 pub struct PendingAppend {
@@ -285,7 +295,7 @@ impl Store {
         let failure = Arc::new(Mutex::new(None));
         let writer = Writer {
             state: WriterState {
-                table: committed.table.clone(),
+                table: committed.table.without_marks(),
                 next_position: committed.next_position,
                 log_end: committed.log_end,
                 tail_base,
@@ -725,9 +735,10 @@ impl Stream {
 
     /// At most `limit` events from version `from` on, in version order.
     ///
-    /// Streams are linked from their newest event back, so this walks every event from
-    /// `from` to the newest (checking each) and keeps the first `limit`: its time grows with
-    /// the stream's length past `from`, its memory with `limit` only.
+    /// Streams are linked from each event to the one before, and the place in the log of
+    /// every 1024th version is kept in memory, so this walks back from the first such mark at
+    /// or above the last version it returns (or from the newest event): it decodes `limit`
+    /// plus fewer than 1024 events, whatever the stream's length.
     pub fn read(&self, from: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
         let mut events = Vec::new();
         self.scan(from, limit, |event| events.push(event.to_recorded()))?;
@@ -743,13 +754,17 @@ impl Stream {
         limit: usize,
         mut visit: impl FnMut(&EventView<'_>),
     ) -> Result<usize> {
-        let Some((map, last, last_offset, log_end)) = self.snapshot()? else {
-            return Ok(0);
-        };
-        if from > last || limit == 0 {
+        if limit == 0 {
             return Ok(0);
         }
-        let records = self.walk_back(&map, last, last_offset, log_end, from, limit)?;
+        let reach = from.saturating_add(limit as u64 - 1);
+        let Some(walk) = self.snapshot(reach)? else {
+            return Ok(0);
+        };
+        if from > walk.last {
+            return Ok(0);
+        }
+        let records = self.walk_back(&walk, from, limit)?;
         let mut visited = 0;
         for record in records.iter().rev().take(limit) {
             visit(&EventView::new(self.key, record));
@@ -760,16 +775,16 @@ impl Stream {
 
     /// At most `limit` events from version `from` (or the last, with `None`) downwards.
     pub fn read_backward(&self, from: Option<u64>, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let Some((map, last, last_offset, log_end)) = self.snapshot()? else {
-            return Ok(Vec::new());
-        };
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let start = from.unwrap_or(last).min(last);
+        let Some(walk) = self.snapshot(from.unwrap_or(u64::MAX))? else {
+            return Ok(Vec::new());
+        };
+        let start = from.unwrap_or(walk.last).min(walk.last);
         let lowest = (start + 1).saturating_sub(limit as u64);
-        let records = self.walk_back(&map, last, last_offset, log_end, lowest, usize::MAX)?;
-        let skip = (last - start) as usize;
+        let records = self.walk_back(&walk, lowest, usize::MAX)?;
+        let skip = (walk.start_version - start) as usize;
         Ok(records
             .iter()
             .skip(skip)
@@ -778,47 +793,51 @@ impl Stream {
             .collect())
     }
 
-    /// The map, last version, its offset and the committed log end; `None` for no events.
-    #[allow(clippy::type_complexity)]
-    fn snapshot(&self) -> Result<Option<(std::sync::Arc<memmap2::Mmap>, u64, u64, u64)>> {
-        let (last, offset, log_end) = {
+    /// Where a read that needs versions up to `reach` starts walking back: the first mark
+    /// at or above `reach`, or the stream's newest event; `None` for no events.
+    fn snapshot(&self, reach: u64) -> Result<Option<Walk>> {
+        let (last, start_version, start_offset, log_end) = {
             let visible = self.store.read_visible();
-            match visible.state.table.get(&self.key) {
-                Some((_, stream)) => match stream.last_version {
-                    Some(last) => (last, stream.last_offset, visible.state.log_end),
-                    None => return Ok(None),
-                },
-                None => return Ok(None),
-            }
+            let Some((id, stream)) = visible.state.table.get(&self.key) else {
+                return Ok(None);
+            };
+            let Some(last) = stream.last_version else {
+                return Ok(None);
+            };
+            let (start_version, start_offset) = visible.state.table.marks[id as usize]
+                .at_or_above(reach)
+                .filter(|&(version, _)| version < last)
+                .unwrap_or((last, stream.last_offset));
+            (last, start_version, start_offset, visible.state.log_end)
         };
-        Ok(Some((
-            self.store.inner.log.map_covering(log_end)?,
+        Ok(Some(Walk {
+            map: self.store.inner.log.map_covering(log_end)?,
             last,
-            offset,
+            start_version,
+            start_offset,
             log_end,
-        )))
+        }))
     }
 
-    /// The stream's records with version >= `lowest`, newest first, found by following each
-    /// record's link to the stream's previous event: the cost is the number of events walked,
-    /// never the size of the log. Each record is decoded (and checksummed) once.
+    /// The stream's records with versions from `lowest` to `walk.start_version`, newest
+    /// first, found by following each record's link to the stream's previous event from
+    /// `walk`'s start: the cost is the number of events walked, never the size of the log.
+    /// Each record is decoded (and checksummed) once; only the `keep` oldest are kept.
     fn walk_back<'m>(
         &self,
-        map: &'m [u8],
-        last: u64,
-        mut offset: u64,
-        log_end: u64,
+        walk: &'m Walk,
         lowest: u64,
         keep: usize,
     ) -> Result<std::collections::VecDeque<record::Record<'m>>> {
+        let (map, log_end, mut offset) = (&walk.map[..], walk.log_end, walk.start_offset);
         // Only the `keep` oldest records are kept (a forward read with a limit), so memory is
-        // bounded by the limit even though the walk starts at the stream's newest event.
+        // bounded by the limit even when the walk starts above the versions it returns.
         let mut records = std::collections::VecDeque::with_capacity(
-            ((last - lowest.min(last) + 1) as usize)
+            ((walk.start_version - lowest.min(walk.start_version) + 1) as usize)
                 .min(keep)
                 .min(1 << 16),
         );
-        let mut expected_version = last;
+        let mut expected_version = walk.start_version;
         loop {
             let bytes = map
                 .get(offset as usize..log_end as usize)

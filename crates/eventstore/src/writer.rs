@@ -23,7 +23,7 @@ use crate::error::{Result, StoreError};
 use crate::event::{Expected, Receipt};
 use crate::record::{self, Header, Kind, StreamKey};
 use crate::reply::{Answers, Reply, WakeOnDrop};
-use crate::state::{Committed, StreamState, Table};
+use crate::state::{Committed, MARK_EVERY, StreamState, Table};
 
 /// Bytes per pipe chunk: the log is written in 4 KiB-aligned pieces.
 pub const CHUNK: u64 = 4096;
@@ -62,6 +62,8 @@ struct Completion {
     replies: Vec<(Reply, Receipt)>,
     new_streams: Vec<StreamKey>,
     updates: Vec<(u64, u64, u64)>,
+    /// (stream, version, offset) of the batch's events whose version is a mark's.
+    marks: Vec<(u64, u64, u64)>,
     next_position: u64,
     log_end: u64,
 }
@@ -226,6 +228,7 @@ impl Writer {
         let mut new_streams = Vec::new();
         let mut touched: HashMap<u64, (u64, u64)> = HashMap::new();
         let mut event_offsets = Vec::new();
+        let mut marks = Vec::new();
         for request in requests {
             match self.encode_request(
                 &request.items,
@@ -233,6 +236,7 @@ impl Writer {
                 &mut new_streams,
                 &mut touched,
                 &mut event_offsets,
+                &mut marks,
             ) {
                 Ok(receipt) => replies.push((request.reply, receipt)),
                 Err(error) => {
@@ -300,6 +304,7 @@ impl Writer {
             replies,
             new_streams,
             updates,
+            marks,
             next_position: self.state.next_position,
             log_end: self.state.log_end,
         }))
@@ -314,6 +319,7 @@ impl Writer {
         new_streams: &mut Vec<StreamKey>,
         touched: &mut HashMap<u64, (u64, u64)>,
         event_offsets: &mut Vec<u64>,
+        marks: &mut Vec<(u64, u64, u64)>,
     ) -> Result<Receipt> {
         // Phase 1: expectations, with earlier items of this append counted.
         let mut planned: HashMap<StreamKey, Option<u64>> = HashMap::new();
@@ -395,6 +401,9 @@ impl Writer {
                 stream.last_version = Some(version);
                 stream.last_offset = offset;
                 touched.insert(id, (version, offset));
+                if version.is_multiple_of(MARK_EVERY) {
+                    marks.push((id, version, offset));
+                }
             }
             last_versions.push(
                 self.state.table.streams[id as usize]
@@ -475,6 +484,9 @@ impl Completer {
                             let stream: &mut StreamState = &mut state.table.streams[id as usize];
                             stream.last_version = Some(version);
                             stream.last_offset = offset;
+                        }
+                        for &(id, version, offset) in &completion.marks {
+                            state.table.note_event(id, version, offset);
                         }
                         state.next_position = completion.next_position;
                         state.log_end = completion.log_end;
