@@ -78,9 +78,10 @@ pub fn run(args: &[String]) -> TaskResult {
     }
     // Each run measures every contender of a case side by side; with several runs, a host
     // that changes speed between one contender and the next skews one run, not the median.
-    // Where criterion writes its estimates: CRITERION_HOME if set, else target/criterion.
+    // Where criterion writes its estimates: CRITERION_HOME if set (a relative one from the
+    // bench binaries' working directory, the benches package), else target/criterion.
     let criterion_dir = std::env::var_os("CRITERION_HOME")
-        .map(std::path::PathBuf::from)
+        .map(|home| crate::workspace_root().join("benches").join(home))
         .unwrap_or_else(|| target_dir().join("criterion"));
     let mut per_run = Vec::with_capacity(runs);
     for run in 1..=runs {

@@ -18,6 +18,9 @@ const MARKER_MAGIC: &[u8; 8] = b"EVSTORE\0";
 pub const MARKER: &str = "STORE";
 /// The marker while it is written, before it is renamed into place.
 const MARKER_TEMPORARY: &str = "STORE.tmp";
+/// Bytes in the marker file: the magic and a u32 version.
+const MARKER_LEN: usize = 12;
+const _: () = assert!(MARKER_LEN == MARKER_MAGIC.len() + 4);
 /// The writer lock.
 pub const LOCK: &str = "LOCK";
 /// The record log.
@@ -52,7 +55,11 @@ pub fn prepare(dir: &Path) -> Result<File> {
         let foreign = fs::read_dir(dir)
             .map_err(|e| StoreError::io(dir, e))?
             .filter_map(|entry| entry.ok())
-            .any(|entry| entry.file_name() != LOCK && entry.file_name() != MARKER_TEMPORARY);
+            .any(|entry| {
+                entry.file_name() != LOCK
+                    && !(entry.file_name() == MARKER_TEMPORARY
+                        && is_unfinished_marker(&entry.path()))
+            });
         if foreign {
             return Err(StoreError::NotAStore {
                 path: dir.into(),
@@ -67,12 +74,39 @@ pub fn prepare(dir: &Path) -> Result<File> {
     Ok(lock)
 }
 
+/// Whether `path` is what writing the marker can leave behind when interrupted: a regular
+/// file (not a link) of at most the marker's length, each byte the marker's or zero.
+fn is_unfinished_marker(path: &Path) -> bool {
+    let Ok(metadata) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !metadata.is_file() || metadata.len() > MARKER_LEN as u64 {
+        return false;
+    }
+    let Ok(bytes) = fs::read(path) else {
+        return false;
+    };
+    let marker = marker_bytes();
+    bytes.len() <= MARKER_LEN
+        && bytes
+            .iter()
+            .zip(&marker)
+            .all(|(&found, &want)| found == want || found == 0)
+}
+
+/// The marker file's contents: magic and format version.
+fn marker_bytes() -> Vec<u8> {
+    let mut bytes = MARKER_MAGIC.to_vec();
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes
+}
+
 fn check_marker(marker: &Path) -> Result<()> {
     let mut bytes = Vec::new();
     File::open(marker)
         .and_then(|mut file| file.read_to_end(&mut bytes))
         .map_err(|e| StoreError::io(marker, e))?;
-    if bytes.len() != 12 || &bytes[..8] != MARKER_MAGIC {
+    if bytes.len() != MARKER_LEN || &bytes[..8] != MARKER_MAGIC {
         return Err(StoreError::NotAStore {
             path: marker.into(),
             reason: "the marker file is not an eventstore marker".into(),
@@ -91,9 +125,7 @@ fn check_marker(marker: &Path) -> Result<()> {
 
 fn write_marker(dir: &Path, marker: &Path) -> Result<()> {
     let temporary = dir.join(MARKER_TEMPORARY);
-    let mut bytes = MARKER_MAGIC.to_vec();
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    write_durably(&temporary, &bytes)?;
+    write_durably(&temporary, &marker_bytes())?;
     fs::rename(&temporary, marker).map_err(|e| StoreError::io(marker, e))?;
     sync_dir(dir)
 }

@@ -119,7 +119,7 @@ pub struct Committed {
 
 const CHECKPOINT_MAGIC: &[u8; 8] = b"EVCKPT\0\0";
 /// Version 2 adds each stream's marks; version 1 (no marks) is still read.
-const CHECKPOINT_VERSION: u32 = 2;
+pub const CHECKPOINT_VERSION: u32 = 2;
 const STREAM_ENTRY_LEN: usize = record::STREAM_BODY_LEN + 8 + 8 + 1;
 
 /// Encodes a checkpoint: magic, version, next position, log end, stream count, the streams

@@ -220,6 +220,8 @@ pub struct AppendItem<'a> {
 /// walk back starts (a mark, or the newest event).
 struct Walk {
     map: std::sync::Arc<memmap2::Mmap>,
+    /// The stream's id: every record walked must carry it.
+    stream: u64,
     last: u64,
     start_version: u64,
     start_offset: u64,
@@ -498,7 +500,7 @@ impl Store {
             next_position: from_position,
             buffer: VecDeque::new(),
             live: None,
-            settling: false,
+            settle_until: None,
             rejoined: 0,
         }
     }
@@ -796,7 +798,7 @@ impl Stream {
     /// Where a read that needs versions up to `reach` starts walking back: the first mark
     /// at or above `reach`, or the stream's newest event; `None` for no events.
     fn snapshot(&self, reach: u64) -> Result<Option<Walk>> {
-        let (last, start_version, start_offset, log_end) = {
+        let (stream_id, last, start_version, start_offset, log_end) = {
             let visible = self.store.read_visible();
             let Some((id, stream)) = visible.state.table.get(&self.key) else {
                 return Ok(None);
@@ -804,14 +806,19 @@ impl Stream {
             let Some(last) = stream.last_version else {
                 return Ok(None);
             };
-            let (start_version, start_offset) = visible.state.table.marks[id as usize]
-                .at_or_above(reach)
+            let (start_version, start_offset) = visible
+                .state
+                .table
+                .marks
+                .get(id as usize)
+                .and_then(|marks| marks.at_or_above(reach))
                 .filter(|&(version, _)| version < last)
                 .unwrap_or((last, stream.last_offset));
-            (last, start_version, start_offset, visible.state.log_end)
+            (id, last, start_version, start_offset, visible.state.log_end)
         };
         Ok(Some(Walk {
             map: self.store.inner.log.map_covering(log_end)?,
+            stream: stream_id,
             last,
             start_version,
             start_offset,
@@ -849,7 +856,10 @@ impl Stream {
                 }
                 Err(kind) => return Err(self.store.inner.log.corrupt(offset, kind)),
             };
-            if record.header.kind != Kind::Event || record.header.version != expected_version {
+            if record.header.kind != Kind::Event
+                || record.header.stream != walk.stream
+                || record.header.version != expected_version
+            {
                 let what = "stream link leads to the wrong record";
                 return Err(self
                     .store
@@ -888,10 +898,10 @@ pub struct Subscription {
     buffer: VecDeque<RecordedEvent>,
     /// The live ring, once caught up; `None` while reading from disk.
     live: Option<BroadcastConsumer<CommitNotice>>,
-    /// Just joined the live ring: reading from disk until a read finds nothing new, since
-    /// batches made visible before the join (their notices published before it too) may
-    /// take more than one read.
-    settling: bool,
+    /// Just joined the live ring: reading from disk up to this position (what was visible
+    /// right after the join), since batches made visible before the join had their notices
+    /// published before it too, and may take more than one read.
+    settle_until: Option<u64>,
     /// Times this subscription was evicted from the live ring and caught up from disk.
     rejoined: u64,
 }
@@ -922,24 +932,25 @@ impl Subscription {
             if let Some(event) = self.buffer.pop_front() {
                 return Ok(Some(event));
             }
-            if self.settling {
-                if self.catch_up()? {
+            if let Some(until) = self.settle_until {
+                if self.next_position < until && self.catch_up()? {
                     continue;
                 }
-                self.settling = false;
+                self.settle_until = None;
             }
             let Some(live) = self.live.as_mut() else {
                 if self.catch_up()? {
                     continue;
                 }
-                // Caught up: join live, then read the disk again until it has nothing new
-                // (`settling`), since batches that became visible before the join may have
-                // had their notices published before it too.
+                // Caught up: join live, then read the disk up to what is visible now
+                // (`settle_until`): a batch whose notice went out before the join was visible
+                // before it. Later batches come through the ring (bounded: steady appends do
+                // not keep the subscriber off the ring).
                 if let Some(hook) = &self.store.inner.options.before_live_join {
                     (hook.0)();
                 }
                 self.live = Some(self.store.inner.live.subscribe());
-                self.settling = true;
+                self.settle_until = Some(self.store.committed_end().0);
                 continue;
             };
             let remaining = deadline.map_or(Duration::from_secs(3600), |d| {
@@ -982,9 +993,9 @@ impl Subscription {
             return Ok(()); // already read from disk
         }
         if notice.first_position > self.next_position {
-            // Cannot happen with the join order above (every batch visible before the join
-            // was read from disk while settling); recover through the index anyway rather
-            // than skip an event.
+            // Cannot happen with the join order above (every batch visible right after the
+            // join was read from disk while settling); recover through the index anyway
+            // rather than skip an event.
             while self.next_position < notice.first_position && self.catch_up()? {}
             if notice.end_position <= self.next_position {
                 return Ok(()); // the disk read covered the whole notice
@@ -1019,7 +1030,7 @@ impl Subscription {
 
     /// Whether it follows the live ring now (false while it reads from disk).
     pub fn is_live(&self) -> bool {
-        self.live.is_some() && !self.settling
+        self.live.is_some() && self.settle_until.is_none()
     }
 
     /// How many times it fell a whole live ring behind and continued from disk.
@@ -1159,7 +1170,7 @@ fn recover(
                 return Err(StoreError::UnsupportedFormat {
                     path: checkpoint_path,
                     found,
-                    supported: 1,
+                    supported: state::CHECKPOINT_VERSION,
                 });
             }
             Err(CheckpointError::Corrupt(_)) => {

@@ -526,6 +526,26 @@ fn a_first_open_interrupted_before_its_marker_was_in_place_opens_again() {
     store.close().unwrap();
     assert!(!dir.path().join("STORE.tmp").exists(), "renamed into place");
     assert_eq!(Store::open(dir.path()).unwrap().len(), 1);
+
+    // A file of that name that is not a partly written marker keeps a directory foreign,
+    // and a link of that name is never followed (its target is left alone).
+    let foreign = tempfile::tempdir().unwrap();
+    std::fs::write(foreign.path().join("STORE.tmp"), b"hello world!").unwrap();
+    assert!(matches!(
+        Store::open(foreign.path()),
+        Err(StoreError::NotAStore { .. })
+    ));
+    let linked = tempfile::tempdir().unwrap();
+    let target = linked.path().join("precious.txt");
+    std::fs::write(&target, b"keep me").unwrap();
+    let store_dir = linked.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    std::os::unix::fs::symlink(&target, store_dir.join("STORE.tmp")).unwrap();
+    assert!(matches!(
+        Store::open(&store_dir),
+        Err(StoreError::NotAStore { .. })
+    ));
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
 }
 
 #[test]
