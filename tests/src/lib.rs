@@ -30,9 +30,9 @@ pub mod crash {
     /// `env_value`, kills it with SIGKILL `kill_after` after its first acknowledgement, and
     /// returns the words of every stdout line that starts with `ack` (without the `ack`).
     ///
-    /// Panics, with the end of the child's stderr, if the child acknowledges nothing within
-    /// [`FIRST_ACK_WITHIN`] or ended on its own (children write until killed: an exit is a
-    /// failure, such as a panic on an I/O error), so no round passes without checking
+    /// Panics, with the end of the child's stderr, if the child acknowledges nothing within a
+    /// minute, ends on its own or panics on any thread (children write until killed: an exit
+    /// is a failure, such as a panic on an I/O error), so no round passes without checking
     /// something and no child failure goes unseen.
     pub fn run_and_kill(
         child_test: &str,
