@@ -2,6 +2,14 @@
 //! loom models of every protocol, on rings of 2 slots so wrap-around is explored (4 where a
 //! model needs room for the one-event window). Run with
 //! `RUSTFLAGS="--cfg ringbuffer_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p ringbuffer-core --release --test loom`.
+//!
+//! Not covered here (by api, stress and unit tests instead): under loom both barrier sides
+//! are `SeqCst` fences (the compiler fence + `membarrier` pair that ships on Linux is argued
+//! in `sync.rs`), loom's timed waits never time out (so the timeout variants and the 1 ms
+//! re-check after a failed barrier), and the eviction policy, `top_up` and the 64-event
+//! check window (1 and 2 under loom). loom switches threads at every yield, and a waiter
+//! spins and yields before it parks: a model whose other side acts at once may never see
+//! the waiter parked, so such a side yields first (see the consumer-leaving model).
 
 use loom::thread;
 use ringbuffer_core::{Error, RingBuilder, WaitStrategy};
@@ -251,6 +259,37 @@ fn park_and_wake_loses_no_wake_up() {
             p.push(i).unwrap();
         }
         assert_eq!(t.join().unwrap(), vec![0, 1, 2]);
+    });
+}
+
+#[test]
+fn a_consumer_leaving_wakes_a_producer_waiting_for_space() {
+    loom::model(|| {
+        // Nobody reads: the third push finds the ring of 2 full and parks until the consumer
+        // is dropped, which must wake it with Closed (a lost wake-up is a loom deadlock).
+        let (mut p, c) = RingBuilder::<u64>::new(2)
+            .wait_strategy(WaitStrategy::Blocking)
+            .spsc()
+            .unwrap();
+        // loom runs another thread whenever one yields, and the producer spins and yields
+        // before it parks: yield here too, so interleavings where the drop comes after the
+        // producer parked are explored.
+        let leaving = thread::spawn(move || {
+            for _ in 0..4 {
+                thread::yield_now();
+            }
+            drop(c)
+        });
+        let mut pushed = 0;
+        loop {
+            match p.push(pushed) {
+                Ok(_) => pushed += 1,
+                Err(Error::Closed) => break,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(pushed <= 2, "{pushed} pushes into a ring of 2 nobody read");
+        leaving.join().unwrap();
     });
 }
 
