@@ -118,6 +118,16 @@ fn check_store(dir: &Path, streams: u128, events: u64) -> Store {
     store
 }
 
+/// Opens the log alone (its checkpoint removed): one stream of `events` committed events
+/// remains, the tail was cut at `at`, and `damage` says why (`None`: only uncommitted).
+fn assert_tail_cut(dir: &Path, events: u64, at: u64, damage: Option<CorruptKind>) -> Store {
+    std::fs::remove_file(dir.join("checkpoint.dat")).unwrap();
+    let store = check_store(dir, 1, events);
+    assert_eq!(store.recovery().truncated_at, Some(at));
+    assert_eq!(store.recovery().tail_damage, damage);
+    store
+}
+
 #[test]
 fn garbage_after_the_last_record_is_a_torn_tail_cut_and_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,9 +181,8 @@ fn a_half_written_last_record_is_cut() {
         before + 40,
         &vec![0u8; (after - before - 40) as usize],
     );
-    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
-    let store = check_store(dir.path(), 1, 3);
-    assert_eq!(store.recovery().truncated_at, Some(before));
+    // The header survived, the body is zeros within the file: its checksum fails.
+    assert_tail_cut(dir.path(), 3, before, Some(CorruptKind::BadChecksum));
 }
 
 /// Two committed events, then an append of `events` events of `size` bytes whose last record
@@ -198,14 +207,8 @@ fn a_batch_without_its_commit_record_is_dropped_whole() {
     let dir = tempfile::tempdir().unwrap();
     // Remove the last record (the one carrying COMMIT): the three before it must go too.
     let before = two_events_then_an_append_without_its_commit(dir.path(), 4, 64);
-    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
-    let store = check_store(dir.path(), 1, 2);
-    assert_eq!(store.recovery().truncated_at, Some(before));
-    assert_eq!(
-        store.recovery().tail_damage,
-        None,
-        "an uncommitted tail is not damage"
-    );
+    // An uncommitted tail is not damage.
+    assert_tail_cut(dir.path(), 2, before, None);
 }
 
 #[test]
@@ -315,10 +318,7 @@ fn a_torn_record_carrying_a_whole_record_in_its_body_is_a_torn_tail() {
     let after = log_end(dir.path());
     // Tear the new record's end: its header and the record inside its body stay.
     write_at(dir.path(), after - 100, &[0u8; 100]);
-    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
-    let store = check_store(dir.path(), 1, 3);
-    assert_eq!(store.recovery().truncated_at, Some(before));
-    assert_eq!(store.recovery().tail_damage, Some(CorruptKind::BadChecksum));
+    assert_tail_cut(dir.path(), 3, before, Some(CorruptKind::BadChecksum));
 }
 
 /// Bytes a crash left further past the last commit than this configuration's in-flight window
@@ -375,10 +375,7 @@ fn a_record_cut_by_the_end_of_the_file_carrying_a_record_is_a_torn_tail() {
     // The file ends inside the new record, after the copy it carries.
     let cut = before + (eventstore::record::HEADER_LEN + inner + 100) as u64;
     set_log_len(dir.path(), cut);
-    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
-    let store = check_store(dir.path(), 1, 3);
-    assert_eq!(store.recovery().truncated_at, Some(before));
-    assert_eq!(store.recovery().tail_damage, Some(CorruptKind::Truncated));
+    assert_tail_cut(dir.path(), 3, before, Some(CorruptKind::Truncated));
 }
 
 /// A damaged length word whose span ends inside the last record: that record starts inside
@@ -438,9 +435,7 @@ fn a_carried_record_too_far_ahead_to_follow_is_not_taken_for_one() {
     append_to_first_stream(dir.path(), Expected::Exact(2), &[Event::new("e", carried)]);
     let after = log_end(dir.path());
     write_at(dir.path(), after - 100, &[0u8; 100]);
-    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
-    let store = check_store(dir.path(), 1, 3);
-    assert_eq!(store.recovery().truncated_at, Some(before));
+    assert_tail_cut(dir.path(), 3, before, Some(CorruptKind::BadChecksum));
 }
 
 /// A log file cut inside the zero padding of its last record (its length not a multiple of
@@ -507,15 +502,8 @@ fn a_cut_interrupted_after_its_first_word_opens_cleanly() {
     write_at(dir.path(), before, &[0u8; 8]);
     let page = (before + 8192).next_multiple_of(4096);
     write_at(dir.path(), page, &[0u8; 4096]);
-    std::fs::remove_file(dir.path().join("checkpoint.dat")).unwrap();
-    let store = check_store(dir.path(), 1, 2);
-    assert_eq!(store.recovery().truncated_at, Some(before));
-    assert_eq!(
-        store.recovery().tail_damage,
-        None,
-        "a zero word is the end, not damage"
-    );
-    drop(store);
+    // A zero word is the end, not damage.
+    drop(assert_tail_cut(dir.path(), 2, before, None));
     let reopened = check_store(dir.path(), 1, 2);
     assert_eq!(
         reopened.recovery().truncated_at,
