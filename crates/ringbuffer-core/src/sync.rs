@@ -63,22 +63,32 @@ impl<T> UnsafeCell<T> {
 #[cfg(ringbuffer_loom)]
 pub(crate) use loom::cell::UnsafeCell;
 
-/// Light side of the asymmetric barrier pair used by the sleep/wake protocol (see
-/// [`crate::wait`]): executed on every publish and release, so it must be (nearly) free.
-///
-/// On Linux, when the kernel grants `membarrier(PRIVATE_EXPEDITED)`, this is a compiler
-/// fence only: the sleeper's [`heavy_barrier`] forces a full barrier on every running thread
-/// of the process instead. Elsewhere (and under loom) it is a real `SeqCst` fence.
-#[inline(always)]
-pub(crate) fn light_barrier() {
+/// Whether the light side of the asymmetric barrier pair (see [`crate::wait`]) must be a
+/// real `SeqCst` fence: yes unless, on Linux, the kernel granted
+/// `membarrier(PRIVATE_EXPEDITED)` at start, in which case the sleeper's [`heavy_barrier`]
+/// forces a full barrier on every running thread of the process and the light side is a
+/// compiler fence only. Always yes under loom. Decided by [`init_barriers`], never changed
+/// after: a ring reads it once, when it is built.
+pub(crate) fn light_barrier_is_fence() -> bool {
     #[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
     {
         if membarrier::available() {
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-            return;
+            return false;
         }
     }
-    fence(Ordering::SeqCst);
+    true
+}
+
+/// Light side of the asymmetric barrier pair, executed on every publish and release, so it
+/// must be (nearly) free: `is_fence` is [`light_barrier_is_fence`], kept by the caller next
+/// to the data it loads anyway (a global load and branch per event cost measurable time).
+#[inline(always)]
+pub(crate) fn light_barrier(is_fence: bool) {
+    if is_fence {
+        fence(Ordering::SeqCst);
+    } else {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
 }
 
 /// Heavy side of the asymmetric barrier pair: executed only by a thread about to sleep.

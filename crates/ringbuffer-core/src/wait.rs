@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    AtomicUsize, Condvar, Mutex, Ordering, heavy_barrier, light_barrier, spin_loop, yield_now,
+    AtomicUsize, Condvar, Mutex, Ordering, heavy_barrier, light_barrier, light_barrier_is_fence,
+    spin_loop, yield_now,
 };
 
 /// How a thread waits for data (consumers) or space (producers).
@@ -271,12 +272,21 @@ impl Backoff {
     }
 }
 
+/// The line [`Notifier::notify`] reads on every publish or release.
+#[derive(Debug)]
+struct FastPath {
+    /// Parked threads a waker has not woken yet. Changed only under `lock`; read without it
+    /// on the notify fast path.
+    sleepers: AtomicUsize,
+    /// [`light_barrier_is_fence`], read once when the ring is built.
+    light_is_fence: bool,
+}
+
 /// Sleepers of one direction of a ring, and how to wake them.
 #[derive(Debug)]
 pub(crate) struct Notifier {
-    /// Parked threads a waker has not woken yet. Changed only under `lock`; read without it
-    /// on the notify fast path.
-    sleepers: CachePadded<AtomicUsize>,
+    /// What the notify fast path reads, on a line of its own.
+    fast: CachePadded<FastPath>,
     /// Wake-up generation: bumped by every wake that found sleepers.
     lock: Mutex<u64>,
     condvar: Condvar,
@@ -343,7 +353,10 @@ impl Notifier {
     /// the consumer of an SPSC/MPSC ring), so where it was last seen says where it is.
     pub(crate) fn new(one_thread: bool) -> Self {
         Self {
-            sleepers: CachePadded::new(AtomicUsize::new(0)),
+            fast: CachePadded::new(FastPath {
+                sleepers: AtomicUsize::new(0),
+                light_is_fence: light_barrier_is_fence(),
+            }),
             lock: Mutex::new(0),
             condvar: Condvar::new(),
             last_wake: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
@@ -403,8 +416,8 @@ impl Notifier {
     /// fence and one relaxed load when nobody sleeps (see the module docs).
     #[inline]
     pub(crate) fn notify(&self) {
-        light_barrier();
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
+        light_barrier(self.fast.light_is_fence);
+        if self.fast.sleepers.load(Ordering::Relaxed) != 0 {
             self.wake_all();
         }
     }
@@ -418,12 +431,12 @@ impl Notifier {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Under the lock every counted sleeper is waiting on the condvar (registration and
         // the wait happen under it atomically), so one notify_all reaches them all.
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
+        if self.fast.sleepers.load(Ordering::Relaxed) != 0 {
             if !cfg!(ringbuffer_loom) {
                 self.last_wake
                     .store(clock(), std::sync::atomic::Ordering::Relaxed);
             }
-            self.sleepers.store(0, Ordering::SeqCst);
+            self.fast.sleepers.store(0, Ordering::SeqCst);
             *generation = generation.wrapping_add(1);
             self.condvar.notify_all();
         }
@@ -448,7 +461,7 @@ impl Notifier {
     /// Whether threads have been parked here for at least `LONG_YIELD / 2` (a racy hint):
     /// they starve, rather than just wait for their turn.
     fn starving(&self) -> bool {
-        self.sleepers.load(Ordering::Relaxed) != 0
+        self.fast.sleepers.load(Ordering::Relaxed) != 0
             && clock().saturating_sub(self.parked_since.load(std::sync::atomic::Ordering::Relaxed))
                 >= LONG_YIELD.as_nanos() as u64 / 2
     }
@@ -473,7 +486,7 @@ impl Notifier {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let registered_in = *guard;
-        if self.sleepers.fetch_add(1, Ordering::SeqCst) == 0 && !cfg!(ringbuffer_loom) {
+        if self.fast.sleepers.fetch_add(1, Ordering::SeqCst) == 0 && !cfg!(ringbuffer_loom) {
             self.parked_since
                 .store(clock(), std::sync::atomic::Ordering::Relaxed);
         }
@@ -486,7 +499,7 @@ impl Notifier {
             Some(deadline.map_or(poll, |d| d.min(poll)))
         };
         if let Some(r) = ready() {
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.fast.sleepers.fetch_sub(1, Ordering::SeqCst);
             return Some(r);
         }
         let guard = match deadline {
@@ -508,7 +521,7 @@ impl Notifier {
         };
         if *guard == registered_in {
             // Timed out or woke spuriously: no waker took us off the count, so leave it.
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.fast.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
         drop(guard);
         None
@@ -607,7 +620,7 @@ mod tests {
         membarrier::FAIL_FROM_NOW.store(false, Ordering::Relaxed);
         assert!(answer.is_none(), "nothing was ready");
         assert_eq!(
-            notifier.sleepers.load(Ordering::Relaxed),
+            notifier.fast.sleepers.load(Ordering::Relaxed),
             0,
             "the sleeper took itself off the count"
         );
