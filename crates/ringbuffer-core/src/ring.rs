@@ -260,6 +260,27 @@ impl<T> Core<T> {
         self.cell(seq).with_mut(|p| p)
     }
 
+    /// Asks the CPU to fetch the cache line holding the slot of `seq` for writing.
+    #[inline(always)]
+    pub(crate) fn prefetch_for_write(&self, seq: u64) {
+        #[cfg(all(target_arch = "x86_64", not(ringbuffer_loom)))]
+        {
+            let line = self.slot_ptr(seq);
+            // SAFETY: PREFETCHW only hints the cache: it never faults, writes nothing and
+            // changes no register or flag, whatever the address (CPUs without it run the
+            // encoding as a NOP).
+            unsafe {
+                std::arch::asm!(
+                    "prefetchw [{line}]",
+                    line = in(reg) line,
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(ringbuffer_loom))))]
+        let _ = seq;
+    }
+
     /// `[start, end)` as at most two contiguous runs of slots (`end - start <= capacity`).
     #[cfg(not(ringbuffer_loom))]
     #[inline]
