@@ -143,8 +143,8 @@ fn timed(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, run: impl Fn() -> D
 // ours
 
 /// 1P1C: the producer runs on the calling thread and the consumer on a spawned one, as
-/// disruptor's builder arranges its own (see `disruptor_1p1c`), so every 1P1C contender has
-/// the same shape.
+/// disruptor's builder arranges its own (see `disruptor_1p1c`), so ours, rtrb and disruptor
+/// have the same shape (the crossbeam queue and channel run both ends on spawned threads).
 ///
 /// The shape matters on Zen 3: a producer handle the compiler addresses through the stack
 /// pointer gets its per-event sequence (stored and reloaded every event) renamed in the core
@@ -539,7 +539,11 @@ fn rtrb_1p1c<P: Payload>(n: u64, batch: usize) -> Duration {
                     i += 1;
                     backoff.reset();
                 }
-                Err(_) => backoff.snooze(),
+                Err(_) => {
+                    // A consumer that failed its checks is gone: fail too, not wait forever.
+                    assert!(!tx.is_abandoned(), "consumer died");
+                    backoff.snooze();
+                }
             }
         } else {
             match tx.write_chunk_uninit(take) {
@@ -549,7 +553,10 @@ fn rtrb_1p1c<P: Payload>(n: u64, batch: usize) -> Duration {
                     i += take as u64;
                     backoff.reset();
                 }
-                Err(_) => backoff.snooze(),
+                Err(_) => {
+                    assert!(!tx.is_abandoned(), "consumer died");
+                    backoff.snooze();
+                }
             }
         }
     }

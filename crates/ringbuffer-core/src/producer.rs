@@ -81,14 +81,16 @@ const CHECK_EVERY: u64 = 2;
 /// Why: each new line of slots was read by the consumer on the previous lap, so the
 /// producer's first store to it waits for the consumer's copy to be invalidated; with three
 /// stores per event (slot, cursor, own sequence) the store buffer covers only two or three
-/// lines of such waits. Fetching the line four lines ahead (once per line, and only if the
-/// consumers have released it) starts those waits early. 1P1C batch 1 in the `ring` suite,
+/// lines of such waits. Fetching the line four lines ahead (once per line's worth of events,
+/// and only if the consumers have released it) starts those waits early. 1P1C batch 1 in the `ring` suite,
 /// 4 alternating runs of each build: ours 230-408 M/s without, 420-431 with 4 lines ahead,
 /// 411-429 with 8. Claims do not do it: fetching the next claim's lines made 1P1C batch 64
 /// slower (504-767 against 443-1128 M/s), since the stores of a batch already stream.
 const PREFETCH_LINES: u64 = 4;
 
-/// Slots of `T` per 64-byte cache line (at least 1).
+/// Slots of `T` per 64-byte cache line (at least 1): the single-event path fetches one
+/// line per this many events. The slot array is aligned for `T` only, so lines and slots
+/// need not line up; this only spaces the fetches.
 #[inline(always)]
 const fn slots_per_line<T>() -> u64 {
     let size = std::mem::size_of::<T>();
@@ -96,6 +98,17 @@ const fn slots_per_line<T>() -> u64 {
         1
     } else {
         (64 / size) as u64
+    }
+}
+
+/// How many slots, starting with the one at its address, a 64-byte line can hold parts of.
+#[inline(always)]
+const fn slots_touched_by_line<T>() -> u64 {
+    let size = std::mem::size_of::<T>();
+    if size == 0 {
+        1
+    } else {
+        64u64.div_ceil(size as u64)
     }
 }
 
@@ -185,13 +198,17 @@ impl<T> SpInner<T> {
         // pointer the compiler cannot tell apart from `self`.
         let core = &*self.core;
         let ptr = core.slot_mut_ptr(seq);
-        let per_line = slots_per_line::<T>();
-        if seq.is_multiple_of(per_line) {
-            let ahead = seq + PREFETCH_LINES * per_line;
-            // Only lines the consumers are done with: fetching one they still read would
-            // take it from under them.
-            if ahead + per_line <= self.space_limit {
-                core.prefetch_for_write(ahead);
+        // A zero-sized `T` has no line to fetch.
+        if std::mem::size_of::<T>() != 0 {
+            let per_line = slots_per_line::<T>();
+            if seq.is_multiple_of(per_line) {
+                let ahead = seq + PREFETCH_LINES * per_line;
+                // Only lines the consumers are done with (the line holding slot `ahead` may
+                // hold parts of the slots after it too, see `slots_touched_by_line`):
+                // fetching one they still read would take it from under them.
+                if ahead + slots_touched_by_line::<T>() <= self.space_limit {
+                    core.prefetch_for_write(ahead);
+                }
             }
         }
         // SAFETY: `seq` is below the limit the consumers allow and not yet published, so the

@@ -266,9 +266,8 @@ impl<T> Core<T> {
         #[cfg(all(target_arch = "x86_64", not(ringbuffer_loom)))]
         {
             let line = self.slot_ptr(seq);
-            // SAFETY: PREFETCHW only hints the cache: it never faults, writes nothing and
-            // changes no register or flag, whatever the address (CPUs without it run the
-            // encoding as a NOP).
+            // SAFETY: PREFETCHW is a hint: it never faults, writes no memory and changes no
+            // register or flag, whatever the address (the asm options say so to the compiler).
             unsafe {
                 std::arch::asm!(
                     "prefetchw [{line}]",

@@ -92,17 +92,18 @@ pub(crate) fn light_barrier(is_fence: bool) {
 }
 
 /// Heavy side of the asymmetric barrier pair: executed only by a thread about to sleep.
-/// Returns whether the pair holds. It does not when the kernel granted `membarrier` at start
-/// (so publishers only fence the compiler) but this call failed (`ENOMEM`, or a seccomp
-/// filter installed since): a fence on this side alone cannot order a publisher's store
-/// before its load of the sleeper count, so the sleeper must not trust a wake-up to come and
-/// re-checks on a short timeout instead.
+/// `light_is_fence` is what the ring's publishers were told ([`light_barrier_is_fence`] when
+/// the ring was built), so both sides derive from one value. Returns whether the pair holds.
+/// It does not when the publishers only fence the compiler but this `membarrier` call failed
+/// (`ENOMEM`, or a seccomp filter installed since): a fence on this side alone cannot order a
+/// publisher's store before its load of the sleeper count, so the sleeper must not trust a
+/// wake-up to come and re-checks on a short timeout instead.
 #[inline]
 #[must_use = "a failed barrier means the wake-up may be missed"]
-pub(crate) fn heavy_barrier() -> bool {
+pub(crate) fn heavy_barrier(light_is_fence: bool) -> bool {
     #[cfg(all(target_os = "linux", not(ringbuffer_loom)))]
     {
-        if membarrier::available() {
+        if !light_is_fence {
             if membarrier::expedited() {
                 return true;
             }
@@ -110,6 +111,11 @@ pub(crate) fn heavy_barrier() -> bool {
             return false;
         }
     }
+    // Only Linux with `membarrier` lets publishers skip the fence.
+    debug_assert!(
+        light_is_fence,
+        "the publishers' light barrier must be a fence here"
+    );
     fence(Ordering::SeqCst);
     true
 }

@@ -22,9 +22,11 @@
 //! position" (the Dekker pattern): either the notifier sees the sleeper, or the sleeper's
 //! re-check sees the new position. Because the sleeper holds the mutex from before its
 //! re-check until it is inside `wait`, a notifier that saw it cannot slip its `notify_all`
-//! into that window. On Linux the light barrier is a compiler fence and the heavy barrier a
-//! `membarrier(2)` call, so the fast path costs one relaxed load of a line nobody writes;
-//! elsewhere both are `SeqCst` fences.
+//! into that window. On Linux, when the kernel grants `membarrier(PRIVATE_EXPEDITED)` as the
+//! first ring is built, the light barrier is a compiler fence and the heavy barrier a
+//! `membarrier(2)` call, so the fast path costs one relaxed load of a line only sleepers
+//! write; elsewhere both are `SeqCst` fences. Each ring keeps which it is next to the sleeper
+//! count and hands the same value to both sides.
 
 use std::time::{Duration, Instant};
 
@@ -412,8 +414,9 @@ impl Notifier {
                 == cpu
     }
 
-    /// Called after a publish/release store: wakes the sleepers, if any. Costs a compiler
-    /// fence and one relaxed load when nobody sleeps (see the module docs).
+    /// Called after a publish/release store: wakes the sleepers, if any. Costs the light
+    /// barrier (a compiler fence where `membarrier` was granted) and one relaxed load of a
+    /// line only sleepers write when nobody sleeps (see the module docs).
     #[inline]
     pub(crate) fn notify(&self) {
         light_barrier(self.fast.light_is_fence);
@@ -490,7 +493,7 @@ impl Notifier {
             self.parked_since
                 .store(clock(), std::sync::atomic::Ordering::Relaxed);
         }
-        let deadline = if heavy_barrier() {
+        let deadline = if heavy_barrier(self.fast.light_is_fence) {
             deadline
         } else {
             // The publisher's side may not see this sleeper (see `heavy_barrier`): a wake-up
