@@ -80,12 +80,13 @@ const CHECK_EVERY: u64 = 2;
 ///
 /// Why: each new line of slots was read by the consumer on the previous lap, so the
 /// producer's first store to it waits for the consumer's copy to be invalidated; with three
-/// stores per event (slot, cursor, own sequence) the store buffer covers only two or three
-/// lines of such waits. Fetching the line four lines ahead (once per line's worth of events,
-/// and only if the consumers have released it) starts those waits early. 1P1C batch 1 in the `ring` suite,
-/// 4 alternating runs of each build: ours 230-408 M/s without, 420-431 with 4 lines ahead,
-/// 411-429 with 8. Claims do not do it: fetching the next claim's lines made 1P1C batch 64
-/// slower (504-767 against 443-1128 M/s), since the stores of a batch already stream.
+/// stores per event (slot, cursor, own sequence) the store buffer likely covers only two or
+/// three lines of such waits. Fetching the line four lines ahead (once per line's worth of
+/// events, and only if the consumers have released it) starts those waits early. 1P1C
+/// batch 1 in the `ring` suite, 4 alternating runs of each build: ours 230-408 M/s
+/// without, 420-431 with 4 lines ahead, 411-429 with 8. Claims do not do it: fetching the
+/// next claim's lines made 1P1C batch 64 slower (504-767 against 443-1128 M/s), since the
+/// stores of a batch already stream.
 const PREFETCH_LINES: u64 = 4;
 
 /// Slots of `T` per 64-byte cache line (at least 1): the single-event path fetches one
