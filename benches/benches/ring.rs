@@ -63,6 +63,12 @@ fn key(producer: u64, i: u64) -> u64 {
     (producer << 40) | i
 }
 
+/// The producer and its index, from a [`key`].
+#[inline]
+fn split(key: u64) -> (usize, u64) {
+    ((key >> 40) as usize, key & ((1 << 40) - 1))
+}
+
 /// Per-producer order and count check.
 ///
 /// Its state gets cache lines of its own (the struct, and each producer's next index): it is
@@ -86,7 +92,7 @@ impl Verifier {
 
     #[inline]
     fn see(&mut self, k: u64) {
-        let (p, i) = ((k >> 40) as usize, k & ((1 << 40) - 1));
+        let (p, i) = split(k);
         assert_eq!(*self.next[p], i, "out of order");
         *self.next[p] = i + 1;
         self.count += 1;
@@ -96,10 +102,33 @@ impl Verifier {
     /// subsequence of each producer's events.
     #[inline]
     fn see_share(&mut self, k: u64) {
-        let (p, i) = ((k >> 40) as usize, k & ((1 << 40) - 1));
+        let (p, i) = split(k);
         assert!(i >= *self.next[p], "out of order");
         *self.next[p] = i + 1;
         self.count += 1;
+    }
+
+    /// One batch handed over as (at most) two slices, by each contender with a slice API
+    /// (ours and rtrb): the checks of [`see`](Self::see), the count added once per batch.
+    ///
+    /// Not inlined, so every such contender runs this very loop. Inlined into each
+    /// contender's closure, the same source compiled to different loops by the luck of the
+    /// inliner: in one build rtrb's kept `next` in a register and stored it once per slice,
+    /// ours stored it on every event, and 1P1C batch 64, which this loop bounds, gave rtrb
+    /// ~1.2 G events/s against ours' ~1.08 with either ring busy-spinning.
+    #[inline(never)]
+    fn see_runs<P: Payload>(&mut self, a: &[P], b: &[P]) {
+        let next: &mut [CachePadded<u64>] = &mut self.next;
+        let mut check = |run: &[P]| {
+            for e in run {
+                let (p, i) = split(e.key());
+                assert_eq!(*next[p], i, "out of order");
+                *next[p] = i + 1;
+            }
+        };
+        check(a);
+        check(b);
+        self.count += (a.len() + b.len()) as u64;
     }
 
     fn done(&self, expected: u64) {
@@ -160,7 +189,7 @@ fn ours_spsc<P: Payload>(n: u64, batch: usize) -> Duration {
         let mut v = Verifier::new(1);
         while let Ok(batch) = consumer.read() {
             let (a, b) = batch.as_slices();
-            a.iter().chain(b).for_each(|e| v.see(e.key()));
+            v.see_runs(a, b);
         }
         v
     });
@@ -222,7 +251,7 @@ fn ours_mpsc(producers: usize, n: u64, batch: usize) -> Duration {
     let mut v = Verifier::new(producers);
     while let Ok(batch) = consumer.read() {
         let (a, b) = batch.as_slices();
-        a.iter().chain(b).for_each(|e| v.see(*e));
+        v.see_runs(a, b);
     }
     handles
         .into_iter()
@@ -242,7 +271,7 @@ fn ours_bcast(n: u64, batch: usize, cap: usize) -> Duration {
                 let mut v = Verifier::new(1);
                 while let Ok(batch) = sub.read() {
                     let (a, b) = batch.as_slices();
-                    a.iter().chain(b).for_each(|e| v.see(*e));
+                    v.see_runs(a, b);
                 }
                 v.count
             })
@@ -526,7 +555,7 @@ fn rtrb_1p1c<P: Payload>(n: u64, batch: usize) -> Duration {
             backoff.reset();
             let chunk = rx.read_chunk(available).expect("slots were available");
             let (a, b) = chunk.as_slices();
-            a.iter().chain(b).for_each(|e| v.see(e.key()));
+            v.see_runs(a, b);
             chunk.commit_all();
         }
         v
