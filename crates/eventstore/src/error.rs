@@ -59,6 +59,44 @@ pub enum CorruptKind {
     },
 }
 
+/// Why a store stopped accepting appends (see [`StoreError::Failed`]). The first failure
+/// is kept: every later append, and `close`, answer with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The durability pipe failed: a write, sync or allocation error, a full disk, or a
+    /// panic in the storage.
+    #[error("durability pipe: {0}")]
+    Pipe(PipeError),
+    /// Writing the global position index failed.
+    #[error("writing the index {path:?} at byte {offset}: {message}")]
+    Index {
+        /// The index file.
+        path: PathBuf,
+        /// Where the batch's entries were to go.
+        offset: u64,
+        /// The error's kind.
+        kind: io::ErrorKind,
+        /// The error's text.
+        message: String,
+    },
+    /// No staging memory could be had for a batch.
+    #[error("staging a batch of {bytes} bytes: {message}")]
+    Staging {
+        /// The batch's size.
+        bytes: usize,
+        /// What the buffer pool said.
+        message: String,
+    },
+    /// One of the store's own threads panicked (a bug in this crate). The appends it held
+    /// are answered with this failure, or [`StoreError::Closed`], instead of never.
+    #[error("the store's {thread} thread panicked")]
+    Panicked {
+        /// `"writer"` or `"completer"`.
+        thread: &'static str,
+    },
+}
+
 /// Everything that can go wrong with a store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -144,12 +182,13 @@ pub enum StoreError {
         /// The error.
         source: io::Error,
     },
-    /// The durability pipe failed: the store accepts no more appends; reads keep working.
-    /// An append answered with this error is not durable as far as this process knows; after
-    /// a restart it may or may not be in the store (its bytes may have reached the disk before
-    /// the failure), whole if it is, like a database commit whose answer was lost.
-    #[error("durability failure, the store is read-only from now on: {0}")]
-    Pipe(PipeError),
+    /// The store failed ([`Failure`] says how): it accepts no more appends; reads keep
+    /// working. An append answered with this error is not durable as far as this process
+    /// knows; after a restart it may or may not be in the store (its bytes may have reached
+    /// the disk before the failure), whole if it is, like a database commit whose answer was
+    /// lost.
+    #[error("the store failed and is read-only from now on: {0}")]
+    Failed(Failure),
     /// The store was closed.
     #[error("the store is closed")]
     Closed,

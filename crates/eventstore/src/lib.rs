@@ -57,13 +57,13 @@ mod state;
 mod store;
 mod writer;
 
-pub use error::{CorruptKind, NameKind, Result, StoreError};
+pub use error::{CorruptKind, Failure, NameKind, Result, StoreError};
 pub use event::{Event, EventView, Expected, Receipt, RecordedEvent};
 pub use files::FORMAT_VERSION;
 pub use record::StreamKey;
 #[doc(hidden)]
 pub use state::{Committed, TailReplay, decode_checkpoint, encode_checkpoint, replay_tail};
 pub use store::{
-    AggregateType, AppendItem, Domain, JoinHook, PendingAppend, RecoveryReport, StorageHook, Store,
-    StoreOptions, Stream, Subscription,
+    AggregateType, AppendItem, Domain, PendingAppend, RecoveryReport, StorageHook, Store,
+    StoreOptions, Stream, Subscription, TestHook,
 };

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use epoch_pipe::WakeWord;
 
-use crate::error::{Result, StoreError};
+use crate::error::{Failure, Result, StoreError};
 use crate::event::Receipt;
+use crate::writer::this_thread;
 
 /// The word every waiting appender of one store sleeps on.
 #[derive(Debug, Default)]
@@ -61,8 +62,9 @@ impl Slot {
     }
 }
 
-/// The writer's side of one append's answer. Dropped unanswered (the store shutting down),
-/// it answers [`StoreError::Closed`].
+/// The writer's side of one append's answer. Dropped unanswered, it answers
+/// [`Failure::Panicked`] when the thread holding it unwinds (the store's own threads answer
+/// every reply they take otherwise), else [`StoreError::Closed`].
 #[derive(Debug)]
 pub struct Reply {
     slot: Arc<Slot>,
@@ -85,7 +87,14 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if !self.slot.answered.load(Ordering::Acquire) {
-            self.slot.put(Err(StoreError::Closed));
+            let error = if std::thread::panicking() {
+                StoreError::Failed(Failure::Panicked {
+                    thread: this_thread(),
+                })
+            } else {
+                StoreError::Closed
+            };
+            self.slot.put(Err(error));
             self.answers.wake();
         }
     }

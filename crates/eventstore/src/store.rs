@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig, PipeError, Storage};
+use epoch_pipe::{FileOptions, FileStorage, Pipe, PipeConfig, Storage};
 use packed_ascii::{Packed64, Packed128};
 use ringbuffer_core::{
     BroadcastConsumer, Error as RingError, LagPolicy, Producer, RingBuilder, SubscribeHandle,
 };
 
-use crate::error::{CorruptKind, NameKind, Result, StoreError};
+use crate::error::{CorruptKind, Failure, NameKind, Result, StoreError};
 use crate::event::{Event, EventView, Expected, Receipt, RecordedEvent};
 use crate::files;
 use crate::log::LogView;
@@ -23,8 +23,8 @@ use crate::record::{self, Kind, StreamKey};
 use crate::reply::{Answers, Waiter};
 use crate::state::{self, CheckpointError, Committed};
 use crate::writer::{
-    BATCH_BYTES, CHUNK, CommitNotice, Completer, Item, PackedEvent, Request, Visible, Writer,
-    WriterState,
+    BATCH_BYTES, CHUNK, COMPLETER_THREAD, CommitNotice, Completer, Item, PackedEvent, Request,
+    Visible, WRITER_THREAD, Writer, WriterState,
 };
 
 /// Options of [`Store::open_with`].
@@ -60,7 +60,15 @@ pub struct StoreOptions {
     /// Tests only: runs on a subscriber's thread just before it joins the live ring (to make
     /// appends land in that window). Not part of the stable API.
     #[doc(hidden)]
-    pub before_live_join: Option<JoinHook>,
+    pub before_live_join: Option<TestHook>,
+    /// Tests only: runs on the writer thread before each batch is written (a panic there
+    /// stands for a bug in the writer). Not part of the stable API.
+    #[doc(hidden)]
+    pub before_write: Option<TestHook>,
+    /// Tests only: runs on the completer thread before each batch is answered (a panic there
+    /// stands for a bug in the completer). Not part of the stable API.
+    #[doc(hidden)]
+    pub before_answer: Option<TestHook>,
     /// Memory for batches on their way to disk (default 64 MiB, in 4 KiB-aligned pooled
     /// chunks): when it is all in flight, appends wait (backpressure).
     pub staging_bytes: usize,
@@ -84,6 +92,8 @@ impl Default for StoreOptions {
             max_append_bytes: 32 << 20,
             log_storage_hook: None,
             before_live_join: None,
+            before_write: None,
+            before_answer: None,
             wait_spin: PipeConfig::default().wait_spin,
         }
     }
@@ -101,14 +111,14 @@ impl std::fmt::Debug for StorageHook {
     }
 }
 
-/// Runs on a subscriber's thread just before it joins the live ring (tests only).
+/// Code a test runs at a chosen point of a store's threads (tests only).
 #[doc(hidden)]
 #[derive(Clone)]
-pub struct JoinHook(pub Arc<dyn Fn() + Send + Sync>);
+pub struct TestHook(pub Arc<dyn Fn() + Send + Sync>);
 
-impl std::fmt::Debug for JoinHook {
+impl std::fmt::Debug for TestHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JoinHook")
+        f.write_str("TestHook")
     }
 }
 
@@ -143,7 +153,8 @@ struct Inner {
     log: LogView,
     index: File,
     visible: Arc<RwLock<Visible>>,
-    failure: Arc<Mutex<Option<PipeError>>>,
+    /// The first failure, after which the store takes no appends (see [`Failure`]).
+    failure: Arc<Mutex<Option<Failure>>>,
     pipe: Arc<Pipe<Box<dyn Storage>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
@@ -311,6 +322,7 @@ impl Store {
             max_batch_requests: 1024,
             pool: staging_pool(&options)?,
             failure: Arc::clone(&failure),
+            before_write: options.before_write.clone(),
         };
         let visible = Arc::new(RwLock::new(Visible {
             state: committed.clone(),
@@ -345,14 +357,15 @@ impl Store {
                 let _ = write_checkpoint(&checkpoint_dir, &checkpoint_index, state);
             }),
             checkpoint_every: options.checkpoint_every,
+            before_answer: options.before_answer.clone(),
         };
         let (done_tx, done_rx) = mpsc::channel();
         let writer_thread = std::thread::Builder::new()
-            .name("eventstore-writer".into())
+            .name(WRITER_THREAD.into())
             .spawn(move || writer.run(intake_ring, done_tx))
             .map_err(|e| StoreError::io(dir, e))?;
         let completer_thread = std::thread::Builder::new()
-            .name("eventstore-completer".into())
+            .name(COMPLETER_THREAD.into())
             .spawn(move || completer.run(done_rx))
             .map_err(|e| StoreError::io(dir, e))?;
         Ok(Store {
@@ -536,7 +549,7 @@ impl Store {
     /// Stops accepting appends, waits for those in flight, writes a checkpoint, stops the
     /// threads and releases the writer lock. Later appends through any handle fail with
     /// [`StoreError::Closed`] (or, on a store that failed before, with that
-    /// [`StoreError::Pipe`] failure); reads keep working. Also done when the last handle is
+    /// [`StoreError::Failed`] failure); reads keep working. Also done when the last handle is
     /// dropped.
     pub fn close(&self) -> Result<()> {
         self.inner.shutdown();
@@ -547,7 +560,7 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
         {
-            Some(failure) => Err(StoreError::Pipe(failure)),
+            Some(failure) => Err(StoreError::Failed(failure)),
             None => Ok(()),
         }
     }
@@ -608,7 +621,7 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
         {
-            return Err(StoreError::Pipe(failure));
+            return Err(StoreError::Failed(failure));
         }
         let (reply, waiter) = self.inner.answers.pair();
         // The request is moved into the claimed slot and out again by the writer: no copy of

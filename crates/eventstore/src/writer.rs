@@ -15,15 +15,31 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use buffer_pool::{Pool, PoolError};
-use epoch_pipe::{Epoch, Pipe, PipeError, PooledPayload, Storage};
+use epoch_pipe::{Epoch, Pipe, PooledPayload, Storage};
 use packed_ascii::Packed128;
 use ringbuffer_core::{BroadcastProducer, Consumer, Error as RingError};
 
-use crate::error::{Result, StoreError};
+use crate::error::{Failure, Result, StoreError};
 use crate::event::{Expected, Receipt};
 use crate::record::{self, Header, Kind, StreamKey};
 use crate::reply::{Answers, Reply, WakeOnDrop};
 use crate::state::{Committed, MARK_EVERY, StreamState, Table};
+use crate::store::TestHook;
+
+/// The writer thread's name.
+pub const WRITER_THREAD: &str = "eventstore-writer";
+/// The completer thread's name.
+pub const COMPLETER_THREAD: &str = "eventstore-completer";
+
+/// Which of the store's threads the caller is (`"writer"`, `"completer"`), for
+/// [`Failure::Panicked`]; `"unknown"` on any other thread.
+pub fn this_thread() -> &'static str {
+    match std::thread::current().name() {
+        Some(WRITER_THREAD) => "writer",
+        Some(COMPLETER_THREAD) => "completer",
+        _ => "unknown",
+    }
+}
 
 /// Bytes per pipe chunk: the log is written in 4 KiB-aligned pieces.
 pub const CHUNK: u64 = 4096;
@@ -111,7 +127,9 @@ pub struct Writer {
     /// exhausted pool makes the writer (and so the intake) wait: the store's memory budget.
     pub pool: Pool,
     /// Where a fatal error is recorded, so every later append fails with it.
-    pub failure: Arc<Mutex<Option<PipeError>>>,
+    pub failure: Arc<Mutex<Option<Failure>>>,
+    /// Tests only: runs before each batch is written.
+    pub before_write: Option<TestHook>,
 }
 
 fn stream_name(key: &StreamKey) -> String {
@@ -127,11 +145,44 @@ fn now_nanos() -> u64 {
 impl Writer {
     /// Runs until the intake ring is closed and drained; then hands the completer its end.
     ///
+    /// However the writing ends before that (a failure, the completer gone, a panic on this
+    /// thread), no append is left waiting: the failure is recorded, and every request queued
+    /// here or published later is answered with it until the store closes the intake.
+    pub fn run(mut self, mut intake: Consumer<Option<Request>>, completer: Sender<CompletionMsg>) {
+        let mut pending = VecDeque::new();
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.serve(&mut intake, &completer, &mut pending)
+        }));
+        let failure = match served {
+            Ok(Ok(())) => return,
+            Ok(Err(failure)) => failure,
+            // The panic's message went to the panic hook; what is left is to answer.
+            Err(_) => Failure::Panicked {
+                thread: this_thread(),
+            },
+        };
+        let failure = record_failure(&self.failure, failure);
+        let refuse = |request: Request| {
+            request.reply.send(Err(StoreError::Failed(failure.clone())));
+        };
+        pending.drain(..).for_each(refuse);
+        while let Ok(slots) = intake.read_mut() {
+            slots.take_each(|request| request.into_iter().for_each(refuse));
+        }
+    }
+
+    /// The writing loop of [`run`](Self::run): `Ok` once the intake is closed and drained,
+    /// `Err` with the failure that stops it (the batch it was writing already answered).
+    ///
     /// Each read takes everything the appending threads published since the last one and
     /// moves the requests out of their slots, so the ring's room is back for the producers
     /// at once; the requests then go out in batches bounded in count and bytes.
-    pub fn run(mut self, mut intake: Consumer<Option<Request>>, completer: Sender<CompletionMsg>) {
-        let mut pending: VecDeque<Request> = VecDeque::new();
+    fn serve(
+        &mut self,
+        intake: &mut Consumer<Option<Request>>,
+        completer: &Sender<CompletionMsg>,
+        pending: &mut VecDeque<Request>,
+    ) -> std::result::Result<(), Failure> {
         let mut batch = Vec::new();
         loop {
             let taken = if pending.is_empty() {
@@ -145,8 +196,21 @@ impl Writer {
                 // Closed and drained: the store is shutting down. What is already queued
                 // here was accepted, and `close` waits for it: write it first (the next read
                 // with nothing queued ends the loop).
-                Err(_) if pending.is_empty() => return,
+                Err(_) if pending.is_empty() => return Ok(()),
                 Err(_) => {}
+            }
+            // The completer records a failure it meets (a panic, or a sync error the pipe
+            // will also give this thread): write nothing more after it.
+            if let Some(failure) = self
+                .failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return Err(failure);
+            }
+            if let Some(hook) = &self.before_write {
+                (hook.0)();
             }
             // A batch is bounded in requests and in bytes (its first request may cross the
             // byte line alone).
@@ -164,35 +228,28 @@ impl Writer {
                 // Only empty slots were read (a claim dropped unfilled): nothing to write.
                 continue;
             }
-            match self.write_batch(std::mem::take(&mut batch)) {
-                Ok(Some(completion)) => {
-                    if completer.send(CompletionMsg(completion)).is_err() {
-                        return;
-                    }
+            let Some(completion) = self.write_batch(std::mem::take(&mut batch))? else {
+                continue;
+            };
+            if let Err(returned) = completer.send(CompletionMsg(completion)) {
+                // The completer is gone before the store closed: only a panic ends it early.
+                let failure = Failure::Panicked {
+                    thread: "completer",
+                };
+                for (reply, _) in returned.0.0.replies {
+                    reply.send(Err(StoreError::Failed(failure.clone())));
                 }
-                Ok(None) => {}
-                Err(failure) => {
-                    // Fatal: record it, then answer every later append with it until close.
-                    self.failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(failure.clone());
-                    let refuse = |request: Request| {
-                        request.reply.send(Err(StoreError::Pipe(failure.clone())));
-                    };
-                    pending.drain(..).for_each(refuse);
-                    while let Ok(slots) = intake.read_mut() {
-                        slots.take_each(|request| request.into_iter().for_each(refuse));
-                    }
-                    return;
-                }
+                return Err(failure);
             }
         }
     }
 
     /// Pooled chunks for `chunks` chunks, waiting for room; gives up when the pipe has failed
     /// (its staged chunks are released then, but a failed pipe takes no more writes anyway).
-    fn staging_chunks(&self, chunks: usize) -> Result<Option<buffer_pool::Allocation>, PipeError> {
+    fn staging_chunks(
+        &self,
+        chunks: usize,
+    ) -> std::result::Result<Option<buffer_pool::Allocation>, Failure> {
         loop {
             match self
                 .pool
@@ -202,15 +259,12 @@ impl Writer {
                 Err(PoolError::TooLarge { .. }) => return Ok(None),
                 Err(PoolError::TimedOut { .. }) => {
                     if let Some(failure) = self.pipe.failure() {
-                        return Err(failure);
+                        return Err(Failure::Pipe(failure));
                     }
                 }
                 Err(error) => {
-                    return Err(PipeError::Io {
-                        operation: epoch_pipe::Operation::Write,
-                        offset: self.state.log_end,
-                        kind: std::io::ErrorKind::OutOfMemory,
-                        os_code: None,
+                    return Err(Failure::Staging {
+                        bytes: chunks * CHUNK as usize,
                         message: error.to_string(),
                     });
                 }
@@ -220,7 +274,10 @@ impl Writer {
 
     /// Encodes a batch; `Err` when the pipe (or the index) has failed: every caller of the
     /// batch was answered, and the store is read-only from now on.
-    fn write_batch(&mut self, requests: Vec<Request>) -> Result<Option<Completion>, PipeError> {
+    fn write_batch(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> std::result::Result<Option<Completion>, Failure> {
         let timestamp = now_nanos();
         let first_offset = self.state.log_end;
         let first_position = self.state.next_position;
@@ -253,38 +310,35 @@ impl Writer {
         for offset in &event_offsets {
             entries.extend_from_slice(&offset.to_le_bytes());
         }
-        let index_result = self.index.write_all_at(&entries, first_position * 8);
         let start = first_offset / CHUNK * CHUNK;
         let bytes = &self.state.tail[(start - self.state.tail_base) as usize..];
-        let written = match index_result {
+        let written = match self.index.write_all_at(&entries, first_position * 8) {
+            Err(error) => Err(Failure::Index {
+                path: self.index_path.clone(),
+                offset: first_position * 8,
+                kind: error.kind(),
+                message: error.to_string(),
+            }),
             Ok(()) => match self.staging_chunks(bytes.len().div_ceil(CHUNK as usize)) {
                 Ok(Some(mut chunks)) => {
                     chunks.fill(bytes);
                     self.pipe
                         .write(PooledPayload::new(chunks, bytes.len()), start / CHUNK)
+                        .map_err(Failure::Pipe)
                 }
                 // A batch larger than the whole staging budget goes out from the heap.
-                Ok(None) => self.pipe.write(bytes.to_vec(), start / CHUNK),
+                Ok(None) => self
+                    .pipe
+                    .write(bytes.to_vec(), start / CHUNK)
+                    .map_err(Failure::Pipe),
                 Err(failure) => Err(failure),
-            }
-            .map_err(StoreError::Pipe),
-            Err(error) => Err(StoreError::io(&self.index_path, error)),
+            },
         };
         let epoch = match written {
             Ok(epoch) => epoch,
-            Err(error) => {
-                let failure = match error {
-                    StoreError::Pipe(failure) => failure,
-                    other => PipeError::Io {
-                        operation: epoch_pipe::Operation::Write,
-                        offset: first_position * 8,
-                        kind: std::io::ErrorKind::Other,
-                        os_code: None,
-                        message: other.to_string(),
-                    },
-                };
+            Err(failure) => {
                 for (reply, _) in replies {
-                    reply.send(Err(StoreError::Pipe(failure.clone())));
+                    reply.send(Err(StoreError::Failed(failure.clone())));
                 }
                 return Err(failure);
             }
@@ -441,9 +495,11 @@ pub struct Completer {
     /// The broadcast ring of live subscribers (they are evicted, never waited for, when a
     /// whole ring behind; see `Subscription`).
     pub live: BroadcastProducer<CommitNotice>,
-    pub failure: Arc<Mutex<Option<PipeError>>>,
+    pub failure: Arc<Mutex<Option<Failure>>>,
     pub checkpoint: Box<dyn FnMut(&Committed) + Send>,
     pub checkpoint_every: u64,
+    /// Tests only: runs before each batch is answered.
+    pub before_answer: Option<TestHook>,
 }
 
 impl Completer {
@@ -452,6 +508,9 @@ impl Completer {
         // However this thread ends (even by a panic), appenders whose answers were filled
         // but not yet woken are woken.
         let _wake_on_exit = WakeOnDrop(Arc::clone(&self.answers));
+        // Dropped first: a panic is recorded before those appenders wake, and before the
+        // writer finds the channel closed.
+        let _fail_on_panic = FailOnPanic(Arc::clone(&self.failure));
         let mut since_checkpoint = 0;
         let mut next = None;
         loop {
@@ -462,6 +521,9 @@ impl Completer {
                     Err(_) => break,
                 },
             };
+            if let Some(hook) = &self.before_answer {
+                (hook.0)();
+            }
             let failed = self
                 .failure
                 .lock()
@@ -469,7 +531,10 @@ impl Completer {
                 .clone();
             let outcome = match failed {
                 Some(failure) => Err(failure),
-                None => self.pipe.wait_durable(completion.epoch),
+                None => self
+                    .pipe
+                    .wait_durable(completion.epoch)
+                    .map_err(Failure::Pipe),
             };
             match outcome {
                 Ok(()) => {
@@ -516,9 +581,9 @@ impl Completer {
                     }
                 }
                 Err(failure) => {
-                    *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure.clone());
+                    let failure = record_failure(&self.failure, failure);
                     for (reply, _) in completion.replies {
-                        reply.fill(Err(StoreError::Pipe(failure.clone())));
+                        reply.fill(Err(StoreError::Failed(failure.clone())));
                     }
                 }
             }
@@ -541,6 +606,27 @@ impl Completer {
         {
             let visible = self.visible.read().unwrap_or_else(|p| p.into_inner());
             (self.checkpoint)(&visible.state);
+        }
+    }
+}
+
+/// Records `failure` unless one is recorded already; returns the one that stands (the first).
+fn record_failure(slot: &Mutex<Option<Failure>>, failure: Failure) -> Failure {
+    slot.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert(failure)
+        .clone()
+}
+
+/// Records [`Failure::Panicked`] when the thread holding it unwinds, so appends fail with it
+/// from then on instead of queueing for a thread that is gone.
+struct FailOnPanic(Arc<Mutex<Option<Failure>>>);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let thread = this_thread();
+            record_failure(&self.0, Failure::Panicked { thread });
         }
     }
 }

@@ -2,20 +2,14 @@
 
 use std::sync::{Arc, Barrier};
 
+mod common;
+
 use eventstore::{AppendItem, Event, Expected, NameKind, Store, StoreError, StoreOptions};
+
+use common::stream_of;
 
 fn event(kind: &str, payload: &[u8]) -> Event {
     Event::new(kind, payload.to_vec())
-}
-
-/// Instance `id` of the aggregate type `t` in domain `d`.
-fn stream_of(store: &Store, id: u128) -> eventstore::Stream {
-    store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(id)
 }
 
 #[test]
@@ -902,7 +896,7 @@ fn a_subscriber_joining_live_reads_everything_made_durable_just_before_it_joined
     let once = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (hook_store, hook_once) = (Arc::clone(&store_for_hook), Arc::clone(&once));
     let options = StoreOptions {
-        before_live_join: Some(eventstore::JoinHook(Arc::new(move || {
+        before_live_join: Some(eventstore::TestHook(Arc::new(move || {
             if hook_once.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 return;
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use epoch_pipe::{FileStorage, Storage};
-use eventstore::{Event, Expected, StorageHook, Store, StoreError, StoreOptions};
+use eventstore::{Event, Expected, Failure, StorageHook, Store, StoreError, StoreOptions};
 
 /// The real file, whose syncs fail once `broken` is set.
 struct Failing {
@@ -68,12 +68,18 @@ fn after_a_failed_sync_appends_fail_for_good_and_reads_keep_working() {
 
     broken.store(true, Ordering::SeqCst);
     let failed = stream.append(Expected::Exact(0), &[Event::new("e", b"lost".to_vec())]);
-    assert!(matches!(failed, Err(StoreError::Pipe(_))), "{failed:?}");
+    assert!(
+        matches!(failed, Err(StoreError::Failed(Failure::Pipe(_)))),
+        "{failed:?}"
+    );
     // A later successful sync would prove nothing: the store stays failed.
     broken.store(false, Ordering::SeqCst);
     for _ in 0..3 {
         let again = stream.append(Expected::Any, &[Event::new("e", b"later".to_vec())]);
-        assert!(matches!(again, Err(StoreError::Pipe(_))), "{again:?}");
+        assert!(
+            matches!(again, Err(StoreError::Failed(Failure::Pipe(_)))),
+            "{again:?}"
+        );
     }
     let other = store
         .domain("d")
@@ -83,7 +89,7 @@ fn after_a_failed_sync_appends_fail_for_good_and_reads_keep_working() {
         .instance(2u128);
     assert!(matches!(
         other.append(Expected::NoStream, &[Event::new("e", Vec::new())]),
-        Err(StoreError::Pipe(_))
+        Err(StoreError::Failed(Failure::Pipe(_)))
     ));
 
     // What was durable is still readable, and nothing else became visible.
@@ -91,7 +97,10 @@ fn after_a_failed_sync_appends_fail_for_good_and_reads_keep_working() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].payload, b"durable");
     assert_eq!(store.len(), 1);
-    assert!(matches!(store.close(), Err(StoreError::Pipe(_))));
+    assert!(matches!(
+        store.close(),
+        Err(StoreError::Failed(Failure::Pipe(_)))
+    ));
 
     // Reopened: the durable event is there; the failed append's outcome is indeterminate (its
     // bytes may have reached the disk before the sync failed), but if it is there it is whole.
