@@ -88,8 +88,9 @@ pub enum Failure {
         /// What the buffer pool said.
         message: String,
     },
-    /// One of the store's own threads panicked (a bug in this crate). The appends it held
-    /// are answered with this failure, or [`StoreError::Closed`], instead of never.
+    /// One of the store's own threads panicked (a bug in this crate). The appends it held,
+    /// and every later one, are answered with the first failure recorded (this one unless
+    /// another came first) instead of never; live subscriptions end with it.
     #[error("the store's {thread} thread panicked")]
     Panicked {
         /// `"writer"` or `"completer"`.

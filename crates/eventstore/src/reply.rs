@@ -12,13 +12,32 @@ use crate::error::{Failure, Result, StoreError};
 use crate::event::Receipt;
 use crate::writer::this_thread;
 
+/// Records `failure` unless one is recorded already; returns the one that stands (the first).
+pub fn record_failure(slot: &Mutex<Option<Failure>>, failure: Failure) -> Failure {
+    slot.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert(failure)
+        .clone()
+}
+
 /// The word every waiting appender of one store sleeps on.
 #[derive(Debug, Default)]
 pub struct Answers {
     word: WakeWord,
+    /// The store's failure slot: a reply dropped by an unwinding thread records the panic
+    /// there before it answers.
+    failure: Arc<Mutex<Option<Failure>>>,
 }
 
 impl Answers {
+    /// Answers for a store whose first failure goes into `failure`.
+    pub fn new(failure: Arc<Mutex<Option<Failure>>>) -> Self {
+        Answers {
+            word: WakeWord::default(),
+            failure,
+        }
+    }
+
     /// A reply (for the writer's side) and its waiter (for the appender).
     pub fn pair(self: &Arc<Self>) -> (Reply, Waiter) {
         let slot = Arc::new(Slot::default());
@@ -62,9 +81,10 @@ impl Slot {
     }
 }
 
-/// The writer's side of one append's answer. Dropped unanswered, it answers
-/// [`Failure::Panicked`] when the thread holding it unwinds (the store's own threads answer
-/// every reply they take otherwise), else [`StoreError::Closed`].
+/// The writer's side of one append's answer. Dropped unanswered by a thread that unwinds (the
+/// store's own threads answer every reply they take otherwise), it records
+/// [`Failure::Panicked`] unless a failure came first, then answers with the recorded one;
+/// dropped unanswered otherwise, [`StoreError::Closed`].
 #[derive(Debug)]
 pub struct Reply {
     slot: Arc<Slot>,
@@ -87,10 +107,13 @@ impl Reply {
 impl Drop for Reply {
     fn drop(&mut self) {
         if !self.slot.answered.load(Ordering::Acquire) {
+            // Recorded before the wake below: a woken appender that appends again is refused.
             let error = if std::thread::panicking() {
-                StoreError::Failed(Failure::Panicked {
-                    thread: this_thread(),
-                })
+                let thread = this_thread();
+                StoreError::Failed(record_failure(
+                    &self.answers.failure,
+                    Failure::Panicked { thread },
+                ))
             } else {
                 StoreError::Closed
             };

@@ -344,7 +344,7 @@ impl Store {
         let checkpoint_index = index
             .try_clone()
             .map_err(|e| StoreError::io(&index_path, e))?;
-        let answers = Arc::new(Answers::default());
+        let answers = Arc::new(Answers::new(Arc::clone(&failure)));
         let completer = Completer {
             answers: Arc::clone(&answers),
             pipe: Arc::clone(&pipe),
@@ -553,16 +553,25 @@ impl Store {
     /// dropped.
     pub fn close(&self) -> Result<()> {
         self.inner.shutdown();
-        match self
-            .inner
+        match self.failure() {
+            Some(failure) => Err(StoreError::Failed(failure)),
+            None => Ok(()),
+        }
+    }
+
+    /// The first failure, if the store failed (see [`StoreError::Failed`]).
+    fn failure(&self) -> Option<Failure> {
+        self.inner
             .failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-        {
-            Some(failure) => Err(StoreError::Failed(failure)),
-            None => Ok(()),
-        }
+    }
+
+    /// What a handle of a store that ended answers: its failure, or [`StoreError::Closed`].
+    fn closed_or_failed(&self) -> StoreError {
+        self.failure()
+            .map_or(StoreError::Closed, StoreError::Failed)
     }
 
     fn pack_item(&self, key: StreamKey, expected: Expected, events: &[Event]) -> Result<Item> {
@@ -614,13 +623,7 @@ impl Store {
         if bytes > max {
             return Err(StoreError::AppendTooLarge { size: bytes, max });
         }
-        if let Some(failure) = self
-            .inner
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(failure) = self.failure() {
             return Err(StoreError::Failed(failure));
         }
         let (reply, waiter) = self.inner.answers.pair();
@@ -938,7 +941,8 @@ impl Subscription {
     }
 
     /// The next event, waiting at most `timeout` for one. [`StoreError::Closed`] once the
-    /// store is closed and every event was delivered.
+    /// store is closed and every event was delivered; [`StoreError::Failed`] instead when
+    /// live delivery ended because the store failed (its completer thread panicked).
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
@@ -981,7 +985,8 @@ impl Subscription {
                     continue;
                 }
                 Err(RingError::Timeout | RingError::Empty) => return Ok(None),
-                Err(_) => return Err(StoreError::Closed),
+                // The completer ends the ring when the store closes, or when it panicked.
+                Err(_) => return Err(self.store.closed_or_failed()),
             };
             for notice in notices {
                 self.take_notice(notice)?;

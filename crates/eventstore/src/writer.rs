@@ -22,7 +22,7 @@ use ringbuffer_core::{BroadcastProducer, Consumer, Error as RingError};
 use crate::error::{Failure, Result, StoreError};
 use crate::event::{Expected, Receipt};
 use crate::record::{self, Header, Kind, StreamKey};
-use crate::reply::{Answers, Reply, WakeOnDrop};
+use crate::reply::{Answers, Reply, WakeOnDrop, record_failure};
 use crate::state::{Committed, MARK_EVERY, StreamState, Table};
 use crate::store::TestHook;
 
@@ -209,9 +209,6 @@ impl Writer {
             {
                 return Err(failure);
             }
-            if let Some(hook) = &self.before_write {
-                (hook.0)();
-            }
             // A batch is bounded in requests and in bytes (its first request may cross the
             // byte line alone).
             let mut bytes = 0;
@@ -228,14 +225,20 @@ impl Writer {
                 // Only empty slots were read (a claim dropped unfilled): nothing to write.
                 continue;
             }
+            if let Some(hook) = &self.before_write {
+                (hook.0)();
+            }
             let Some(completion) = self.write_batch(std::mem::take(&mut batch))? else {
                 continue;
             };
             if let Err(returned) = completer.send(CompletionMsg(completion)) {
                 // The completer is gone before the store closed: only a panic ends it early.
-                let failure = Failure::Panicked {
-                    thread: "completer",
-                };
+                let failure = record_failure(
+                    &self.failure,
+                    Failure::Panicked {
+                        thread: "completer",
+                    },
+                );
                 for (reply, _) in returned.0.0.replies {
                     reply.send(Err(StoreError::Failed(failure.clone())));
                 }
@@ -337,6 +340,7 @@ impl Writer {
         let epoch = match written {
             Ok(epoch) => epoch,
             Err(failure) => {
+                let failure = record_failure(&self.failure, failure);
                 for (reply, _) in replies {
                     reply.send(Err(StoreError::Failed(failure.clone())));
                 }
@@ -508,8 +512,8 @@ impl Completer {
         // However this thread ends (even by a panic), appenders whose answers were filled
         // but not yet woken are woken.
         let _wake_on_exit = WakeOnDrop(Arc::clone(&self.answers));
-        // Dropped first: a panic is recorded before those appenders wake, and before the
-        // writer finds the channel closed.
+        // Records a panic even with no reply in hand (a reply dropped by the unwinding
+        // records it itself), before the writer finds the channel closed.
         let _fail_on_panic = FailOnPanic(Arc::clone(&self.failure));
         let mut since_checkpoint = 0;
         let mut next = None;
@@ -608,14 +612,6 @@ impl Completer {
             (self.checkpoint)(&visible.state);
         }
     }
-}
-
-/// Records `failure` unless one is recorded already; returns the one that stands (the first).
-fn record_failure(slot: &Mutex<Option<Failure>>, failure: Failure) -> Failure {
-    slot.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert(failure)
-        .clone()
 }
 
 /// Records [`Failure::Panicked`] when the thread holding it unwinds, so appends fail with it

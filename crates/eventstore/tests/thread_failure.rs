@@ -2,24 +2,48 @@
 //! append waits forever: the ones it held and every later one fail with
 //! `Failure::Panicked`, reads keep working, and the store opens again.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
+use std::time::Duration;
 
 mod common;
 
-use eventstore::{Event, Expected, Failure, Store, StoreError, StoreOptions, TestHook};
+use eventstore::{
+    Event, Expected, Failure, PendingAppend, Store, StoreError, StoreOptions, TestHook,
+};
 
 use common::stream_of;
 
-/// A hook that panics the `nth` time it runs (counting from 1), and only then.
-fn panic_on_call(nth: usize) -> TestHook {
-    let calls = AtomicUsize::new(0);
-    TestHook(Arc::new(move || {
-        if calls.fetch_add(1, Ordering::SeqCst) + 1 == nth {
-            panic!("test: a store thread dies here");
-        }
-    }))
+/// Appends made while the dying thread is held inside its hook: they wait in the intake
+/// ring, or in the channel to the completer, when it dies.
+const HELD_BACK: u128 = 3;
+
+/// The two sides of a hook that stops the thread that runs it on its second call: the hook
+/// waits at `entered` (the test then knows where that thread is), then at `release`, then
+/// panics.
+struct Gate {
+    entered: Arc<Barrier>,
+    release: Arc<Barrier>,
+}
+
+impl Gate {
+    fn new() -> (Gate, TestHook) {
+        let (entered, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let gate = Gate {
+            entered: Arc::clone(&entered),
+            release: Arc::clone(&release),
+        };
+        let calls = AtomicUsize::new(0);
+        let hook = TestHook(Arc::new(move || {
+            if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                entered.wait();
+                release.wait();
+                panic!("test: a store thread dies here");
+            }
+        }));
+        (gate, hook)
+    }
 }
 
 /// A log grown 1 MiB at a time: opening searches the preallocated file past the log's end
@@ -39,39 +63,33 @@ fn is_panicked(result: &eventstore::Result<impl std::fmt::Debug>, thread: &str) 
     )
 }
 
-/// Opens a store with `options`, appends one event that must succeed, then `more` appends
-/// from as many threads at once, and returns what each of those was answered.
-fn first_ok_then(
-    dir: &std::path::Path,
-    options: StoreOptions,
-    more: usize,
-) -> (Store, Vec<eventstore::Result<eventstore::Receipt>>) {
-    let store = Store::open_with(dir, options).unwrap();
-    stream_of(&store, 1)
-        .append(Expected::NoStream, &[Event::new("e", b"durable".to_vec())])
-        .unwrap();
-    let answers = thread::scope(|scope| {
-        let appends: Vec<_> = (0..more)
-            .map(|i| {
-                let store = &store;
-                scope.spawn(move || {
-                    stream_of(store, 100 + i as u128)
-                        .append(Expected::Any, &[Event::new("e", b"later".to_vec())])
-                })
-            })
-            .collect();
-        appends
-            .into_iter()
-            .map(|append| append.join().unwrap())
-            .collect()
-    });
-    (store, answers)
+fn later_append(store: &Store, id: u128) -> PendingAppend {
+    stream_of(store, id)
+        .append_nowait(Expected::Any, &[Event::new("e", b"later".to_vec())])
+        .unwrap()
 }
 
-/// After the failure: appends fail with it, the durable event is read back, close reports
-/// the failure, and a reopened store has the event and takes appends.
-fn failed_for_good(dir: &std::path::Path, store: Store, thread: &str) {
+/// The store's `thread` dies (through the hook `options` carry, made with [`Gate::new`]) on
+/// its second batch: the append in that batch, those submitted while it was stopped in the
+/// hook, and every later one fail with `Panicked` naming it; reads keep working; close
+/// reports the failure; a reopened store has the durable event and takes appends.
+fn second_batch_dies(options: StoreOptions, gate: Gate, thread: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options).unwrap();
     let stream = stream_of(&store, 1);
+    stream
+        .append(Expected::NoStream, &[Event::new("e", b"durable".to_vec())])
+        .unwrap();
+    let mut pending = vec![later_append(&store, 100)];
+    gate.entered.wait();
+    pending.extend((1..=HELD_BACK).map(|i| later_append(&store, 100 + i)));
+    gate.release.wait();
+    for append in pending {
+        // Written or not, maybe durable, never answered as such: indeterminate, like any
+        // failure's.
+        let answer = append.wait();
+        assert!(is_panicked(&answer, thread), "{answer:?}");
+    }
     let again = stream.append(Expected::Any, &[Event::new("e", Vec::new())]);
     assert!(is_panicked(&again, thread), "{again:?}");
     assert_eq!(stream.read_from(0).unwrap()[0].payload, b"durable");
@@ -79,7 +97,7 @@ fn failed_for_good(dir: &std::path::Path, store: Store, thread: &str) {
     assert!(is_panicked(&closed, thread), "{closed:?}");
     drop((stream, store));
 
-    let reopened = Store::open(dir).unwrap();
+    let reopened = Store::open(dir.path()).unwrap();
     let stream = stream_of(&reopened, 1);
     assert_eq!(stream.read_from(0).unwrap()[0].payload, b"durable");
     let version = stream.version().unwrap();
@@ -88,37 +106,49 @@ fn failed_for_good(dir: &std::path::Path, store: Store, thread: &str) {
         .unwrap();
 }
 
-/// The store's `thread` panics (through `options`' hook) on its second batch: the appends
-/// it held fail with that, and so does everything after.
-fn second_batch_panics(options: StoreOptions, thread: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, answers) = first_ok_then(dir.path(), options, 4);
-    for answer in &answers {
-        // Written or not, maybe durable, never answered as such: indeterminate, like any
-        // failure's.
-        assert!(is_panicked(answer, thread), "{answer:?}");
+/// Runs `test` on a thread of its own and fails if it takes longer than a minute: what is
+/// tested here is that nothing waits forever, and a regression should fail, not hang.
+fn within_a_minute(test: impl FnOnce() + Send + 'static) {
+    let (done_tx, done_rx) = mpsc::channel();
+    let runner = thread::spawn(move || {
+        test();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => runner.join().unwrap(),
+        // The test panicked: show its message.
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(runner.join().unwrap_err())
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("an append still waits after a minute"),
     }
-    failed_for_good(dir.path(), store, thread);
 }
 
 #[test]
 fn a_writer_that_panics_fails_the_appends_it_held_and_every_later_one() {
-    second_batch_panics(
-        StoreOptions {
-            before_write: Some(panic_on_call(2)),
+    within_a_minute(|| {
+        let (gate, hook) = Gate::new();
+        let options = StoreOptions {
+            before_write: Some(hook),
             ..small_log()
-        },
-        "writer",
-    );
+        };
+        // Stopped before writing its second batch, the writer holds that batch's append;
+        // the ones submitted meanwhile wait in the intake ring.
+        second_batch_dies(options, gate, "writer");
+    });
 }
 
 #[test]
 fn a_completer_that_panics_fails_the_appends_it_held_and_every_later_one() {
-    second_batch_panics(
-        StoreOptions {
-            before_answer: Some(panic_on_call(2)),
+    within_a_minute(|| {
+        let (gate, hook) = Gate::new();
+        let options = StoreOptions {
+            before_answer: Some(hook),
             ..small_log()
-        },
-        "completer",
-    );
+        };
+        // Stopped before answering the second batch, the completer holds that batch; the
+        // appends submitted meanwhile are written and wait in its channel, or are still with
+        // the writer, when it dies.
+        second_batch_dies(options, gate, "completer");
+    });
 }
