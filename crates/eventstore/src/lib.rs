@@ -40,7 +40,8 @@
 //! - `writer`: the single writer (expected versions, positions, encoding) and the completer
 //!   (durability, visibility, replies); `reply`: answers, a batch of appenders woken at once.
 //! - [`record`]: the record codec; `state`: the stream table, checkpoints, tail replay;
-//!   `log`: memory-mapped reads; `files`: the directory, its marker and its lock.
+//!   `log`: memory-mapped reads; `files`: the directory, its marker and its lock; `scan`:
+//!   where the bytes past the log's end stop being zero (opening), without reading holes.
 //! - [`Event`], [`RecordedEvent`], [`Expected`], [`Receipt`]; [`StoreError`].
 //!
 //! The on-disk format is described in `docs/FORMAT.md`.
@@ -53,6 +54,7 @@ mod files;
 mod log;
 pub mod record;
 mod reply;
+mod scan;
 mod state;
 mod store;
 mod writer;

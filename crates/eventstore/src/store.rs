@@ -21,6 +21,7 @@ use crate::files;
 use crate::log::LogView;
 use crate::record::{self, Kind, StreamKey};
 use crate::reply::{Answers, Waiter};
+use crate::scan;
 use crate::state::{self, CheckpointError, Committed};
 use crate::writer::{
     BATCH_BYTES, CHUNK, COMPLETER_THREAD, CommitNotice, Completer, Item, PackedEvent, Request,
@@ -1252,10 +1253,7 @@ fn recover(
     let window_end = (stop as u64)
         .saturating_add(dirty_window)
         .min(bytes.len() as u64) as usize;
-    let dirty_end = bytes[stop.min(window_end)..window_end]
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(0, |last| stop + last + 1);
+    let dirty_end = scan::nonzero_end(log_file, bytes, stop, window_end).unwrap_or(0);
     let sync_log = || {
         log_file
             .sync_data()

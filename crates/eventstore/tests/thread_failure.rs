@@ -46,16 +46,6 @@ impl Gate {
     }
 }
 
-/// A log grown 1 MiB at a time: opening searches the preallocated file past the log's end
-/// (as far as the staging budget, 64 MiB by default) for writes a crash left, slow in a
-/// debug build when the file is that large.
-fn small_log() -> StoreOptions {
-    StoreOptions {
-        grow_step: 1 << 20,
-        ..StoreOptions::default()
-    }
-}
-
 fn is_panicked(result: &eventstore::Result<impl std::fmt::Debug>, thread: &str) -> bool {
     matches!(
         result,
@@ -130,7 +120,7 @@ fn a_writer_that_panics_fails_the_appends_it_held_and_every_later_one() {
         let (gate, hook) = Gate::new();
         let options = StoreOptions {
             before_write: Some(hook),
-            ..small_log()
+            ..StoreOptions::default()
         };
         // Stopped before writing its second batch, the writer holds that batch's append;
         // the ones submitted meanwhile wait in the intake ring.
@@ -144,7 +134,7 @@ fn a_completer_that_panics_fails_the_appends_it_held_and_every_later_one() {
         let (gate, hook) = Gate::new();
         let options = StoreOptions {
             before_answer: Some(hook),
-            ..small_log()
+            ..StoreOptions::default()
         };
         // Stopped before answering the second batch, the completer holds that batch; the
         // appends submitted meanwhile are written and wait in its channel, or are still with
