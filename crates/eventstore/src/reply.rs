@@ -81,8 +81,8 @@ impl Slot {
     }
 }
 
-/// The writer's side of one append's answer. Dropped unanswered by a thread that unwinds (the
-/// store's own threads answer every reply they take otherwise), it records
+/// The writer's side of one append's answer. Dropped unanswered by a store thread that unwinds
+/// (those threads answer every reply they take otherwise), it records
 /// [`Failure::Panicked`] unless a failure came first, then answers with the recorded one;
 /// dropped unanswered otherwise, [`StoreError::Closed`].
 #[derive(Debug)]
@@ -108,8 +108,10 @@ impl Drop for Reply {
     fn drop(&mut self) {
         if !self.slot.answered.load(Ordering::Acquire) {
             // Recorded before the wake below: a woken appender that appends again is refused.
-            let error = if std::thread::panicking() {
-                let thread = this_thread();
+            // Only for the store's own threads: an appender that unwinds while its request
+            // is refused (the store closed) drops its reply too, and that is no failure.
+            let thread = this_thread();
+            let error = if std::thread::panicking() && thread != "unknown" {
                 StoreError::Failed(record_failure(
                     &self.answers.failure,
                     Failure::Panicked { thread },

@@ -360,6 +360,9 @@ impl Store {
             checkpoint_every: options.checkpoint_every,
             before_answer: options.before_answer.clone(),
         };
+        // Unbounded, and std's drops every queued message when the receiver goes: if the
+        // completer dies, the replies of batches queued for it are dropped on its unwinding
+        // thread, which answers them with the failure (see `Reply`).
         let (done_tx, done_rx) = mpsc::channel();
         let writer_thread = std::thread::Builder::new()
             .name(WRITER_THREAD.into())
@@ -941,9 +944,10 @@ impl Subscription {
         self.next_timeout(Duration::ZERO)
     }
 
-    /// The next event, waiting at most `timeout` for one. [`StoreError::Closed`] once the
-    /// store is closed and every event was delivered; [`StoreError::Failed`] instead when
-    /// live delivery ended because the store failed (its completer thread panicked).
+    /// The next event, waiting at most `timeout` for one. Once live delivery ends and every
+    /// event was delivered: [`StoreError::Closed`] if the store was closed,
+    /// [`StoreError::Failed`] if it had failed (live delivery also ends early when its
+    /// completer thread panicked).
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<RecordedEvent>> {
         let deadline = Instant::now().checked_add(timeout);
         loop {

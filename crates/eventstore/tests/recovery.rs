@@ -351,6 +351,49 @@ fn leftovers_past_a_smaller_configuration_s_window_are_cut() {
     assert_eq!(left, [0u8; 64], "the leftover bytes were zeroed");
 }
 
+/// Bytes a crash left inside the log's preallocated space (grown by `fallocate`, where the
+/// search past the end asks the file system for data rather than reading it all): found and
+/// cut, whether they reached the disk or were still in the page cache.
+#[test]
+fn leftovers_inside_the_preallocated_log_are_cut() {
+    for synced in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        append_with(
+            dir.path(),
+            StoreOptions::default(),
+            Expected::Any,
+            &[Event::new("e", vec![1u8; 100])],
+        );
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("log.dat"))
+            .unwrap();
+        // One small record: the log ends in its first page (reading all 64 MiB to find it
+        // would be slow in a debug build).
+        let mut head = [0u8; 4096];
+        file.read_exact_at(&mut head, 0).unwrap();
+        let end = head
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |last| (last as u64 + 1).next_multiple_of(8));
+        // Past the 2 MiB the pipe zeroes ahead of its writes, inside the 64 MiB grow step.
+        let far = end + (8 << 20);
+        assert!(file.metadata().unwrap().len() > far + 64, "preallocated");
+        file.write_all_at(&[0xAB; 64], far).unwrap();
+        if synced {
+            file.sync_all().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.recovery().truncated_at, Some(end), "synced {synced}");
+        assert_eq!(store.recovery().truncated_bytes, far + 64 - end);
+        drop(store);
+        let mut left = [1u8; 64];
+        file.read_exact_at(&mut left, far).unwrap();
+        assert_eq!(left, [0u8; 64], "the leftover bytes were zeroed");
+    }
+}
+
 /// The length word is not under the checksum: a committed record whose length is damaged (so
 /// its checksum fails over the wrong span) must not hide the records after it, which would
 /// turn damage in the middle of the log into a silent cut of acknowledged appends.

@@ -3,7 +3,7 @@
 //! `Failure::Panicked`, reads keep working, and the store opens again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
@@ -19,30 +19,29 @@ use common::stream_of;
 /// ring, or in the channel to the completer, when it dies.
 const HELD_BACK: u128 = 3;
 
-/// The two sides of a hook that stops the thread that runs it on its second call: the hook
-/// waits at `entered` (the test then knows where that thread is), then at `release`, then
-/// panics.
+/// The test's side of a hook that stops the thread running it on its second call: the
+/// hook says it `entered`, waits for the test to `release` it (or to be gone), then panics.
 struct Gate {
-    entered: Arc<Barrier>,
-    release: Arc<Barrier>,
+    entered: mpsc::Receiver<()>,
+    release: mpsc::Sender<()>,
 }
 
 impl Gate {
     fn new() -> (Gate, TestHook) {
-        let (entered, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
-        let gate = Gate {
-            entered: Arc::clone(&entered),
-            release: Arc::clone(&release),
-        };
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let hook_side = Mutex::new((entered_tx, release_rx));
         let calls = AtomicUsize::new(0);
         let hook = TestHook(Arc::new(move || {
             if calls.fetch_add(1, Ordering::SeqCst) == 1 {
-                entered.wait();
-                release.wait();
+                let (entered, release) = &*hook_side.lock().unwrap();
+                let _ = entered.send(());
+                // A test that failed meanwhile dropped its sender: no wait for it.
+                let _ = release.recv();
                 panic!("test: a store thread dies here");
             }
         }));
-        (gate, hook)
+        (Gate { entered, release }, hook)
     }
 }
 
@@ -71,9 +70,11 @@ fn second_batch_dies(options: StoreOptions, gate: Gate, thread: &str) {
         .append(Expected::NoStream, &[Event::new("e", b"durable".to_vec())])
         .unwrap();
     let mut pending = vec![later_append(&store, 100)];
-    gate.entered.wait();
+    gate.entered
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the thread reaches its hook on the second batch");
     pending.extend((1..=HELD_BACK).map(|i| later_append(&store, 100 + i)));
-    gate.release.wait();
+    gate.release.send(()).unwrap();
     for append in pending {
         // Written or not, maybe durable, never answered as such: indeterminate, like any
         // failure's.
