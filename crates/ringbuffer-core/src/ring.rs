@@ -172,6 +172,25 @@ impl<T> fmt::Debug for Core<T> {
     }
 }
 
+/// Asks the CPU to fetch the cache line holding `address` for writing: PREFETCHW on x86-64,
+/// nothing elsewhere. A hint, never an access: any address will do.
+#[cfg(not(ringbuffer_loom))]
+#[inline(always)]
+pub(crate) fn prefetch_line_for_write(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHW is a hint: it never faults, writes no memory and changes no register
+    // or flag, whatever the address (the asm options say so to the compiler).
+    unsafe {
+        std::arch::asm!(
+            "prefetchw [{line}]",
+            line = in(reg) address,
+            options(nostack, preserves_flags, readonly)
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// Checks a requested capacity.
 pub(crate) fn check_capacity(capacity: usize) -> Result<(), Error> {
     if capacity == 0 {
@@ -263,20 +282,9 @@ impl<T> Core<T> {
     /// Asks the CPU to fetch the cache line holding the slot of `seq` for writing.
     #[inline(always)]
     pub(crate) fn prefetch_for_write(&self, seq: u64) {
-        #[cfg(all(target_arch = "x86_64", not(ringbuffer_loom)))]
-        {
-            let line = self.slot_ptr(seq);
-            // SAFETY: PREFETCHW is a hint: it never faults, writes no memory and changes no
-            // register or flag, whatever the address (the asm options say so to the compiler).
-            unsafe {
-                std::arch::asm!(
-                    "prefetchw [{line}]",
-                    line = in(reg) line,
-                    options(nostack, preserves_flags, readonly)
-                );
-            }
-        }
-        #[cfg(not(all(target_arch = "x86_64", not(ringbuffer_loom))))]
+        #[cfg(not(ringbuffer_loom))]
+        prefetch_line_for_write(self.slot_ptr(seq).cast());
+        #[cfg(ringbuffer_loom)]
         let _ = seq;
     }
 

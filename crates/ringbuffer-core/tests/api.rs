@@ -592,3 +592,35 @@ fn spsc_publish_with_panicking_fill_publishes_nothing() {
     }
     assert_eq!(got, vec![1, 3]);
 }
+
+/// `for_each_mut` fills every slot of a claim once, in order, for slots smaller than a line
+/// and for slots of one or more lines (filled with their lines fetched ahead), with claims
+/// shorter and longer than the fetch distance and claims that wrap around the ring's end.
+#[test]
+fn for_each_mut_fills_each_slot_once_in_order_for_any_slot_size() {
+    fn check<T: Default + Copy + Send + Sync + 'static>(make: fn(u64) -> T, key: fn(&T) -> u64) {
+        let (mut p, mut c) = RingBuilder::<T>::new(16).spsc().unwrap();
+        let mut next = 0u64;
+        let mut seen = 0u64;
+        for n in [1usize, 3, 9, 16, 5, 12, 16, 7] {
+            let mut claim = p.claim(n).unwrap();
+            claim.for_each_mut(|slot| {
+                *slot = make(next);
+                next += 1;
+            });
+            claim.publish();
+            let batch = c.try_read().unwrap();
+            assert_eq!(batch.len(), n);
+            for entry in batch.iter() {
+                assert_eq!(key(entry), seen);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, next);
+    }
+    check(|k| k as u8, |e| u64::from(*e));
+    check(|k| k, |e| *e);
+    check(|k| [k; 8], |e| e[7]);
+    check(|k| [k; 24], |e| e[23]);
+    check(|k| [[k; 32]; 4], |e| e[3][31]);
+}
