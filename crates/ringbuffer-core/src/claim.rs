@@ -15,9 +15,9 @@ use crate::sync::Ordering;
 /// entries in batches of 64 is bound by those waits for every ring (profiled: the consumers
 /// of ours and rtrb mostly wait for data, the producers stall on the first store of each
 /// slot). Asking [`FETCH_AHEAD_BYTES`] ahead overlaps them: `ring` suite, alternating A/B
-/// of the bench binary, rounds where the host ran both threads apart: ours 192-268 M
-/// events/s without, 260-306 with 8 slots ahead (rtrb 232-277 in the same rounds); 16
-/// ahead no better (189-318). Smaller slots share lines, and for them fetching within or
+/// of the bench binary, rounds where the host ran both threads apart, medians: ours 245 M
+/// events/s without, 279 with 8 slots ahead (rtrb ~250); a second series, 253 without and
+/// 262 with (rtrb ~255), within the host's noise; 16 ahead no better. Smaller slots share lines, and for them fetching within or
 /// past a claim measured slower at batch 64 (the stores of a batch of `u64` already stream).
 #[cfg(not(ringbuffer_loom))]
 const FETCH_AHEAD_FROM_SIZE: usize = 64;
