@@ -14,11 +14,12 @@ use crate::sync::Ordering;
 /// the producer's first store to it waits for that copy to be given up: 1P1C with 64-byte
 /// entries in batches of 64 is bound by those waits for every ring (profiled: the consumers
 /// of ours and rtrb mostly wait for data, the producers stall on the first store of each
-/// slot). Asking [`FETCH_AHEAD_BYTES`] ahead overlaps them: `ring` suite, alternating A/B
-/// of the bench binary, rounds where the host ran both threads apart, medians: ours 245 M
-/// events/s without, 279 with 8 slots ahead (rtrb ~250); a second series, 253 without and
-/// 262 with (rtrb ~255), within the host's noise; 16 ahead no better. Smaller slots share lines, and for them fetching within or
-/// past a claim measured slower at batch 64 (the stores of a batch of `u64` already stream).
+/// slot). Asking [`FETCH_AHEAD_BYTES`] ahead overlaps them. `ring` suite, alternating A/B
+/// of the bench binary, rounds where the host ran both threads apart, medians in M
+/// events/s: this form, 253 without and 262 with (rtrb ~255), within the host's noise; an
+/// earlier form (the first line of the slot 8 slots ahead), 245 without and 279 with (rtrb
+/// ~250); 16 slots ahead no better. Smaller slots share lines, and for them fetching within
+/// or past a claim measured slower at batch 64 (the stores of a batch of `u64` stream).
 #[cfg(not(ringbuffer_loom))]
 const FETCH_AHEAD_FROM_SIZE: usize = 64;
 
@@ -119,7 +120,8 @@ impl<'a, T> Claim<'a, T> {
 
     /// Calls `fill` on every claimed slot in sequence order: a loop per contiguous run, which
     /// the compiler can unroll and vectorise (a `for` over [`Claim::iter_mut`] or over two
-    /// chained slices branches per slot; at batch 64 this measured 1.8x faster).
+    /// chained slices branches per slot; at batch 64 this measured 1.8x faster). Slots of a
+    /// cache line or more have their lines fetched for writing a few slots ahead (x86-64).
     ///
     /// ```
     /// use ringbuffer_core::RingBuilder;
@@ -157,21 +159,28 @@ impl<'a, T> Claim<'a, T> {
     #[cfg(not(ringbuffer_loom))]
     fn fill_fetching_ahead(&mut self, mut fill: impl FnMut(&mut T)) {
         let size = std::mem::size_of::<T>();
-        let lines = size.div_ceil(64);
         let ahead = (FETCH_AHEAD_BYTES / size).max(1);
         let (core, start, len) = (self.core, self.start, self.len());
         let fetch = |index: usize| {
             if index < len {
+                // Every line the slot touches: it need not start on a line.
                 let slot = core.slot_ptr(start + index as u64).cast::<u8>();
-                for line in 0..lines {
-                    prefetch_line_for_write(slot.wrapping_add(line * 64));
+                let first_line = slot.addr() & !63;
+                let last_line = (slot.addr() + size - 1) & !63;
+                for line in (first_line..=last_line).step_by(64) {
+                    prefetch_line_for_write(slot.with_addr(line));
                 }
             }
         };
         (0..ahead).for_each(fetch);
         let (a, b) = self.as_mut_slices();
-        for (index, slot) in a.iter_mut().chain(b.iter_mut()).enumerate() {
+        let head = a.len();
+        for (index, slot) in a.iter_mut().enumerate() {
             fetch(index + ahead);
+            fill(slot);
+        }
+        for (index, slot) in b.iter_mut().enumerate() {
+            fetch(head + index + ahead);
             fill(slot);
         }
     }

@@ -594,7 +594,7 @@ fn spsc_publish_with_panicking_fill_publishes_nothing() {
 }
 
 /// `for_each_mut` fills every slot of a claim once, in order, for slots smaller than a line
-/// and for slots of one or more lines (filled with their lines fetched ahead), with claims
+/// and for slots of a line or more (filled with their lines fetched ahead), with claims
 /// shorter and longer than the fetch distance and claims that wrap around the ring's end.
 #[test]
 fn for_each_mut_fills_each_slot_once_in_order_for_any_slot_size() {
@@ -621,6 +621,8 @@ fn for_each_mut_fills_each_slot_once_in_order_for_any_slot_size() {
     check(|k| k as u8, |e| u64::from(*e));
     check(|k| k, |e| *e);
     check(|k| [k; 8], |e| e[7]);
+    // Not a multiple of a line: slots straddle lines.
+    check(|k| [k; 9], |e| e[8]);
     check(|k| [k; 24], |e| e[23]);
     check(|k| [[k; 32]; 4], |e| e[3][31]);
 }
