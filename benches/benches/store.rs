@@ -5,10 +5,13 @@
 //! `append_t{T}_b{B}`: T threads, each appending batches of B 256-byte events to its own
 //! streams and waiting for durability; durable events/s. `read_stream_1000`: read back one
 //! 1,000-event stream; `scan_1m`: read every event of a 1M-event store in global order.
+//! `open_100k`: open a closed 100,000-event store and read one stream's version, as a
+//! process does when it starts; opens/s (closing again is not timed).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eventstore::{Event, Expected, Store, StoreOptions};
@@ -393,10 +396,104 @@ fn reads(c: &mut Criterion) {
     group.finish();
 }
 
+/// Runs `open` (timed) then `close` (not timed) `iters` times; the time spent opening.
+fn timed_opens<S>(iters: u64, open: impl Fn() -> S, close: impl Fn(S)) -> Duration {
+    let mut spent = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let opened = open();
+        spent += start.elapsed();
+        close(opened);
+    }
+    spent
+}
+
+fn opens(c: &mut Criterion) {
+    let total = scale(100_000, 2_000);
+    let stream_len = scale(1000, 100);
+    let last = stream_len as u64 - 1;
+    let mut group = c.benchmark_group("store/open_100k");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+
+    let ours_dir = bench_dir("open-ours");
+    let store = Store::open(&ours_dir).expect("open store");
+    fill(&Ours(store.clone()), total, stream_len);
+    store.close().expect("close store");
+    drop(store);
+    group.bench_function("ours", |b| {
+        b.iter_custom(|iters| {
+            timed_opens(
+                iters,
+                || {
+                    let store = Store::open(&ours_dir).expect("open store");
+                    let domain = store.domain("bench").expect("name");
+                    let stream = domain.aggregate("thing").expect("name").instance(0u128);
+                    assert_eq!(stream.version(), Some(last));
+                    store
+                },
+                |store| store.close().expect("close store"),
+            )
+        })
+    });
+
+    let sqlite_dir = bench_dir("open-sqlite");
+    fill(&Sqlite::new(&sqlite_dir), total, stream_len);
+    // The filling thread's cached connection goes, so each open below is the first.
+    SQLITE.with(|slot| slot.borrow_mut().take());
+    let sqlite_path = sqlite_dir.join("events.sqlite");
+    group.bench_function("sqlite", |b| {
+        b.iter_custom(|iters| {
+            timed_opens(
+                iters,
+                || {
+                    let connection = Connection::open(&sqlite_path).expect("open sqlite");
+                    connection
+                        .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+                        .expect("pragmas");
+                    let version: Option<i64> = connection
+                        .query_row(
+                            "SELECT MAX(version) FROM events WHERE aggregate_type = 'thing' AND aggregate_id = ?1",
+                            params![&0u128.to_be_bytes()[..]],
+                            |row| row.get(0),
+                        )
+                        .expect("version query");
+                    assert_eq!(version.map(|v| v as u64), Some(last));
+                    connection
+                },
+                drop,
+            )
+        })
+    });
+
+    let redb_dir = bench_dir("open-redb");
+    fill(&Redb::new(&redb_dir), total, stream_len);
+    let redb_path = redb_dir.join("events.redb");
+    group.bench_function("redb", |b| {
+        b.iter_custom(|iters| {
+            timed_opens(
+                iters,
+                || {
+                    let db = redb::Database::open(&redb_path).expect("open redb");
+                    {
+                        let tx = db.begin_read().expect("read");
+                        let versions = tx.open_table(VERSIONS).expect("versions");
+                        let version = versions.get(&0u128.to_be_bytes()[..]).expect("get");
+                        assert_eq!(version.map(|v| v.value()), Some(last));
+                    }
+                    db
+                },
+                drop,
+            )
+        })
+    });
+    group.finish();
+}
+
 /// Removes the stores (a gigabyte or more on a timed run) once the suite is done.
 fn clean_up(_: &mut Criterion) {
     let _ = std::fs::remove_dir_all(Path::new(env!("CARGO_TARGET_TMPDIR")).join("store-bench"));
 }
 
-criterion_group!(store, appends, reads, clean_up);
+criterion_group!(store, appends, reads, opens, clean_up);
 criterion_main!(store);
