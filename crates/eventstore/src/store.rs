@@ -1220,6 +1220,7 @@ fn recover(
         committed = Committed::default();
     }
     let checkpoint_positions = committed.next_position;
+    let checkpoint_log_end = committed.log_end;
     let map = if log_len > 0 {
         Some(log.map_covering(log_len)?)
     } else {
@@ -1288,7 +1289,8 @@ fn recover(
     }
     // A file that ends inside the last record's zero padding (cut by hand, or a lost size
     // change) gets that padding back, so reads and checkpoints see the whole record.
-    if committed.log_end > bytes.len() as u64 {
+    let regrown = committed.log_end > bytes.len() as u64;
+    if regrown {
         log_file
             .set_len(committed.log_end)
             .map_err(|e| StoreError::io(log.path(), e))?;
@@ -1296,7 +1298,12 @@ fn recover(
     // Replay read what the file holds, which after a process crash includes writes the pipe
     // never synced (still in the page cache). They are committed from now on (visible, in the
     // index and the checkpoint, built upon by new appends), so they are made durable first.
-    sync_log()?;
+    // When replay committed nothing past the checkpoint (whose log was durable before it was
+    // written) and nothing was cut or regrown, there is nothing to make durable: a clean
+    // reopen pays no sync (on a disk with a write cache, each can cost a cache flush).
+    if committed.log_end != checkpoint_log_end || dirty_end > stop || regrown {
+        sync_log()?;
+    }
     let tail_base = committed.log_end / CHUNK * CHUNK;
     // The file may end inside the last record's padding (cut short by hand or by a lost size
     // change): what it lacks is zeros by the format, and the writer rewrites this chunk whole.
@@ -1312,11 +1319,23 @@ fn recover(
     tail.resize(tail_len, 0);
     drop(map);
 
-    index
-        .write_all_at(&entries, entries_at)
-        .and_then(|()| index.set_len(committed.next_position * 8))
-        .and_then(|()| index.sync_data())
-        .map_err(|e| StoreError::io(index_path, e))?;
+    // The same for the index: entries up to the checkpoint's were made durable before it was
+    // written, so with nothing replayed and the length already right, nothing is written.
+    let index_len = index
+        .metadata()
+        .map_err(|e| StoreError::io(index_path, e))?
+        .len();
+    let index_settled = committed.next_position == checkpoint_positions
+        && entries_at == checkpoint_positions * 8
+        && entries.is_empty()
+        && index_len == committed.next_position * 8;
+    if !index_settled {
+        index
+            .write_all_at(&entries, entries_at)
+            .and_then(|()| index.set_len(committed.next_position * 8))
+            .and_then(|()| index.sync_data())
+            .map_err(|e| StoreError::io(index_path, e))?;
+    }
 
     report.events = committed.next_position;
     report.streams = committed.table.streams.len() as u64;
