@@ -154,8 +154,13 @@ impl Condvar {
 /// the slot and explore the races on it).
 #[cfg(not(buffer_pool_loom))]
 pub(crate) fn slot_count() -> usize {
-    let threads = std::thread::available_parallelism().map_or(4, std::num::NonZeroUsize::get);
-    (threads * 2).next_power_of_two().clamp(4, 64)
+    // Asked once per process: the answer reads cgroup files, and pools are made often (a
+    // store makes one each time it is opened).
+    static SLOTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SLOTS.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(4, std::num::NonZeroUsize::get);
+        (threads * 2).next_power_of_two().clamp(4, 64)
+    })
 }
 
 #[cfg(buffer_pool_loom)]

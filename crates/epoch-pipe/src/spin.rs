@@ -40,7 +40,11 @@ mod real {
 
     impl Spin {
         pub(crate) fn new(budget: Duration) -> Spin {
-            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // Asked once per process: the answer reads cgroup files (four system calls or
+            // so), and a store opens a pipe each time it is opened.
+            static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+            let cpus =
+                *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             Spin::with_cpus(budget, cpus)
         }
 
