@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use eventstore::{Event, Expected, Store, StoreOptions};
 use eventstore_benches::{Crew, scale};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -396,16 +397,25 @@ fn reads(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `open` (timed) then `close` (not timed) `iters` times; the time spent opening.
-fn timed_opens<S>(iters: u64, open: impl Fn() -> S, close: impl Fn(S)) -> Duration {
-    let mut spent = Duration::ZERO;
-    for _ in 0..iters {
-        let start = Instant::now();
-        let opened = open();
-        spent += start.elapsed();
-        close(opened);
-    }
-    spent
+/// Benchmarks `name`: each iteration runs `open` (timed) then `close` (not timed).
+fn bench_opens<S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    open: impl Fn() -> S,
+    close: impl Fn(S),
+) {
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let opened = open();
+                spent += start.elapsed();
+                close(opened);
+            }
+            spent
+        })
+    });
 }
 
 fn opens(c: &mut Criterion) {
@@ -421,72 +431,63 @@ fn opens(c: &mut Criterion) {
     fill(&Ours(store.clone()), total, stream_len);
     store.close().expect("close store");
     drop(store);
-    group.bench_function("ours", |b| {
-        b.iter_custom(|iters| {
-            timed_opens(
-                iters,
-                || {
-                    let store = Store::open(&ours_dir).expect("open store");
-                    let domain = store.domain("bench").expect("name");
-                    let stream = domain.aggregate("thing").expect("name").instance(0u128);
-                    assert_eq!(stream.version(), Some(last));
-                    store
-                },
-                |store| store.close().expect("close store"),
-            )
-        })
-    });
+    bench_opens(
+        &mut group,
+        "ours",
+        || {
+            let store = Store::open(&ours_dir).expect("open store");
+            let domain = store.domain("bench").expect("name");
+            let stream = domain.aggregate("thing").expect("name").instance(0u128);
+            assert_eq!(stream.version(), Some(last));
+            store
+        },
+        |store| store.close().expect("close store"),
+    );
 
     let sqlite_dir = bench_dir("open-sqlite");
     fill(&Sqlite::new(&sqlite_dir), total, stream_len);
     // The filling thread's cached connection goes, so each open below is the first.
     SQLITE.with(|slot| slot.borrow_mut().take());
     let sqlite_path = sqlite_dir.join("events.sqlite");
-    group.bench_function("sqlite", |b| {
-        b.iter_custom(|iters| {
-            timed_opens(
-                iters,
-                || {
-                    let connection = Connection::open(&sqlite_path).expect("open sqlite");
-                    connection
-                        .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-                        .expect("pragmas");
-                    let version: Option<i64> = connection
-                        .query_row(
-                            "SELECT MAX(version) FROM events WHERE aggregate_type = 'thing' AND aggregate_id = ?1",
-                            params![&0u128.to_be_bytes()[..]],
-                            |row| row.get(0),
-                        )
-                        .expect("version query");
-                    assert_eq!(version.map(|v| v as u64), Some(last));
-                    connection
-                },
-                drop,
-            )
-        })
-    });
+    bench_opens(
+        &mut group,
+        "sqlite",
+        || {
+            let connection = Connection::open(&sqlite_path).expect("open sqlite");
+            connection
+                .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+                .expect("pragmas");
+            let version: Option<i64> = connection
+                .query_row(
+                    "SELECT MAX(version) FROM events WHERE aggregate_type = 'thing' AND aggregate_id = ?1",
+                    params![&0u128.to_be_bytes()[..]],
+                    |row| row.get(0),
+                )
+                .expect("version query");
+            assert_eq!(version.map(|v| v as u64), Some(last));
+            connection
+        },
+        drop,
+    );
 
     let redb_dir = bench_dir("open-redb");
     fill(&Redb::new(&redb_dir), total, stream_len);
     let redb_path = redb_dir.join("events.redb");
-    group.bench_function("redb", |b| {
-        b.iter_custom(|iters| {
-            timed_opens(
-                iters,
-                || {
-                    let db = redb::Database::open(&redb_path).expect("open redb");
-                    {
-                        let tx = db.begin_read().expect("read");
-                        let versions = tx.open_table(VERSIONS).expect("versions");
-                        let version = versions.get(&0u128.to_be_bytes()[..]).expect("get");
-                        assert_eq!(version.map(|v| v.value()), Some(last));
-                    }
-                    db
-                },
-                drop,
-            )
-        })
-    });
+    bench_opens(
+        &mut group,
+        "redb",
+        || {
+            let db = redb::Database::open(&redb_path).expect("open redb");
+            {
+                let tx = db.begin_read().expect("read");
+                let versions = tx.open_table(VERSIONS).expect("versions");
+                let version = versions.get(&0u128.to_be_bytes()[..]).expect("get");
+                assert_eq!(version.map(|v| v.value()), Some(last));
+            }
+            db
+        },
+        drop,
+    );
     group.finish();
 }
 

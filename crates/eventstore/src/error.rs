@@ -98,6 +98,45 @@ pub enum Failure {
     },
 }
 
+/// Where a store keeps its first [`Failure`], shared by its handles and threads (cloning
+/// shares it). Every append and every writer batch asks it, so asking a store that has not
+/// failed is one load of a flag that is only ever written once, not a lock every appending
+/// thread would take.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FailureSlot(std::sync::Arc<FailureState>);
+
+#[derive(Debug, Default)]
+struct FailureState {
+    /// Set (after `first`) when a failure is recorded.
+    failed: std::sync::atomic::AtomicBool,
+    first: std::sync::Mutex<Option<Failure>>,
+}
+
+impl FailureSlot {
+    /// Records `failure` unless one is recorded already; returns the one that stands (the
+    /// first).
+    pub(crate) fn record(&self, failure: Failure) -> Failure {
+        let mut first = self.0.first.lock().unwrap_or_else(|p| p.into_inner());
+        let standing = first.get_or_insert(failure).clone();
+        self.0
+            .failed
+            .store(true, std::sync::atomic::Ordering::Release);
+        standing
+    }
+
+    /// The recorded failure, if any.
+    pub(crate) fn get(&self) -> Option<Failure> {
+        if !self.0.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.0
+            .first
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// Everything that can go wrong with a store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -216,3 +255,23 @@ impl StoreError {
 
 /// Results of store operations.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_slot_keeps_the_first_failure_and_shares_it_with_its_clones() {
+        let slot = FailureSlot::default();
+        let shared = slot.clone();
+        assert_eq!(shared.get(), None, "nothing recorded yet");
+        let first = Failure::Panicked { thread: "writer" };
+        assert_eq!(slot.record(first.clone()), first);
+        let later = Failure::Panicked {
+            thread: "completer",
+        };
+        assert_eq!(shared.record(later), first, "the first one stands");
+        assert_eq!(shared.get(), Some(first.clone()));
+        assert_eq!(slot.get(), Some(first));
+    }
+}

@@ -8,17 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use epoch_pipe::WakeWord;
 
-use crate::error::{Failure, Result, StoreError};
+use crate::error::{Failure, FailureSlot, Result, StoreError};
 use crate::event::Receipt;
 use crate::writer::this_thread;
-
-/// Records `failure` unless one is recorded already; returns the one that stands (the first).
-pub fn record_failure(slot: &Mutex<Option<Failure>>, failure: Failure) -> Failure {
-    slot.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert(failure)
-        .clone()
-}
 
 /// The word every waiting appender of one store sleeps on.
 #[derive(Debug, Default)]
@@ -26,12 +18,12 @@ pub struct Answers {
     word: WakeWord,
     /// The store's failure slot: a reply dropped by an unwinding thread records the panic
     /// there before it answers.
-    failure: Arc<Mutex<Option<Failure>>>,
+    failure: FailureSlot,
 }
 
 impl Answers {
     /// Answers for a store whose first failure goes into `failure`.
-    pub fn new(failure: Arc<Mutex<Option<Failure>>>) -> Self {
+    pub fn new(failure: FailureSlot) -> Self {
         Answers {
             word: WakeWord::default(),
             failure,
@@ -112,10 +104,7 @@ impl Drop for Reply {
             // is refused (the store closed) drops its reply too, and that is no failure.
             let thread = this_thread();
             let error = if std::thread::panicking() && thread != "unknown" {
-                StoreError::Failed(record_failure(
-                    &self.answers.failure,
-                    Failure::Panicked { thread },
-                ))
+                StoreError::Failed(self.answers.failure.record(Failure::Panicked { thread }))
             } else {
                 StoreError::Closed
             };

@@ -15,7 +15,7 @@ use ringbuffer_core::{
     BroadcastConsumer, Error as RingError, LagPolicy, Producer, RingBuilder, SubscribeHandle,
 };
 
-use crate::error::{CorruptKind, Failure, NameKind, Result, StoreError};
+use crate::error::{CorruptKind, Failure, FailureSlot, NameKind, Result, StoreError};
 use crate::event::{Event, EventView, Expected, Receipt, RecordedEvent};
 use crate::files;
 use crate::log::LogView;
@@ -155,7 +155,7 @@ struct Inner {
     index: File,
     visible: Arc<RwLock<Visible>>,
     /// The first failure, after which the store takes no appends (see [`Failure`]).
-    failure: Arc<Mutex<Option<Failure>>>,
+    failure: FailureSlot,
     pipe: Arc<Pipe<Box<dyn Storage>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     recovery: RecoveryReport,
@@ -306,7 +306,7 @@ impl Store {
         let pipe = Arc::new(Pipe::new(storage, pipe_config).map_err(|e| pipe_start_error(dir, e))?);
 
         let tail_base = committed.log_end / CHUNK * CHUNK;
-        let failure = Arc::new(Mutex::new(None));
+        let failure = FailureSlot::default();
         let writer = Writer {
             state: WriterState {
                 table: committed.table.without_marks(),
@@ -322,7 +322,7 @@ impl Store {
             index_path: index_path.clone(),
             max_batch_requests: 1024,
             pool: staging_pool(&options)?,
-            failure: Arc::clone(&failure),
+            failure: failure.clone(),
             before_write: options.before_write.clone(),
         };
         let visible = Arc::new(RwLock::new(Visible {
@@ -345,13 +345,13 @@ impl Store {
         let checkpoint_index = index
             .try_clone()
             .map_err(|e| StoreError::io(&index_path, e))?;
-        let answers = Arc::new(Answers::new(Arc::clone(&failure)));
+        let answers = Arc::new(Answers::new(failure.clone()));
         let completer = Completer {
             answers: Arc::clone(&answers),
             pipe: Arc::clone(&pipe),
             visible: Arc::clone(&visible),
             live,
-            failure: Arc::clone(&failure),
+            failure: failure.clone(),
             // A checkpoint is an optimisation: when it cannot be written the next open replays
             // more of the log, so a failure here is not an append failure.
             checkpoint: Box::new(move |state| {
@@ -565,11 +565,7 @@ impl Store {
 
     /// The first failure, if the store failed (see [`StoreError::Failed`]).
     fn failure(&self) -> Option<Failure> {
-        self.inner
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.failure.get()
     }
 
     /// What a handle of a store that ended answers: its failure, or [`StoreError::Closed`].
@@ -1325,10 +1321,9 @@ fn recover(
         .metadata()
         .map_err(|e| StoreError::io(index_path, e))?
         .len();
-    let index_settled = committed.next_position == checkpoint_positions
-        && entries_at == checkpoint_positions * 8
-        && entries.is_empty()
-        && index_len == committed.next_position * 8;
+    let replayed_none = committed.next_position == checkpoint_positions;
+    debug_assert!(!replayed_none || (entries.is_empty() && entries_at == checkpoint_positions * 8));
+    let index_settled = replayed_none && index_len == committed.next_position * 8;
     if !index_settled {
         index
             .write_all_at(&entries, entries_at)

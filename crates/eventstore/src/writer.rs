@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use buffer_pool::{Pool, PoolError};
@@ -19,10 +19,10 @@ use epoch_pipe::{Epoch, Pipe, PooledPayload, Storage};
 use packed_ascii::Packed128;
 use ringbuffer_core::{BroadcastProducer, Consumer, Error as RingError};
 
-use crate::error::{Failure, Result, StoreError};
+use crate::error::{Failure, FailureSlot, Result, StoreError};
 use crate::event::{Expected, Receipt};
 use crate::record::{self, Header, Kind, StreamKey};
-use crate::reply::{Answers, Reply, WakeOnDrop, record_failure};
+use crate::reply::{Answers, Reply, WakeOnDrop};
 use crate::state::{Committed, MARK_EVERY, StreamState, Table};
 use crate::store::TestHook;
 
@@ -127,7 +127,7 @@ pub struct Writer {
     /// exhausted pool makes the writer (and so the intake) wait: the store's memory budget.
     pub pool: Pool,
     /// Where a fatal error is recorded, so every later append fails with it.
-    pub failure: Arc<Mutex<Option<Failure>>>,
+    pub failure: FailureSlot,
     /// Tests only: runs before each batch is written.
     pub before_write: Option<TestHook>,
 }
@@ -161,7 +161,7 @@ impl Writer {
                 thread: this_thread(),
             },
         };
-        let failure = record_failure(&self.failure, failure);
+        let failure = self.failure.record(failure);
         let refuse = |request: Request| {
             request.reply.send(Err(StoreError::Failed(failure.clone())));
         };
@@ -201,12 +201,7 @@ impl Writer {
             }
             // The completer records a failure it meets (a panic, or a sync error the pipe
             // will also give this thread): write nothing more after it.
-            if let Some(failure) = self
-                .failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-            {
+            if let Some(failure) = self.failure.get() {
                 return Err(failure);
             }
             // A batch is bounded in requests and in bytes (its first request may cross the
@@ -233,12 +228,9 @@ impl Writer {
             };
             if let Err(returned) = completer.send(CompletionMsg(completion)) {
                 // The completer is gone before the store closed: only a panic ends it early.
-                let failure = record_failure(
-                    &self.failure,
-                    Failure::Panicked {
-                        thread: "completer",
-                    },
-                );
+                let failure = self.failure.record(Failure::Panicked {
+                    thread: "completer",
+                });
                 for (reply, _) in returned.0.0.replies {
                     reply.send(Err(StoreError::Failed(failure.clone())));
                 }
@@ -340,7 +332,7 @@ impl Writer {
         let epoch = match written {
             Ok(epoch) => epoch,
             Err(failure) => {
-                let failure = record_failure(&self.failure, failure);
+                let failure = self.failure.record(failure);
                 for (reply, _) in replies {
                     reply.send(Err(StoreError::Failed(failure.clone())));
                 }
@@ -499,7 +491,7 @@ pub struct Completer {
     /// The broadcast ring of live subscribers (they are evicted, never waited for, when a
     /// whole ring behind; see `Subscription`).
     pub live: BroadcastProducer<CommitNotice>,
-    pub failure: Arc<Mutex<Option<Failure>>>,
+    pub failure: FailureSlot,
     pub checkpoint: Box<dyn FnMut(&Committed) + Send>,
     pub checkpoint_every: u64,
     /// Tests only: runs before each batch is answered.
@@ -514,7 +506,7 @@ impl Completer {
         let _wake_on_exit = WakeOnDrop(Arc::clone(&self.answers));
         // Records a panic even with no reply in hand (a reply dropped by the unwinding
         // records it itself), before the writer finds the channel closed.
-        let _fail_on_panic = FailOnPanic(Arc::clone(&self.failure));
+        let _fail_on_panic = FailOnPanic(self.failure.clone());
         let mut since_checkpoint = 0;
         let mut next = None;
         loop {
@@ -528,12 +520,7 @@ impl Completer {
             if let Some(hook) = &self.before_answer {
                 (hook.0)();
             }
-            let failed = self
-                .failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let outcome = match failed {
+            let outcome = match self.failure.get() {
                 Some(failure) => Err(failure),
                 None => self
                     .pipe
@@ -585,7 +572,7 @@ impl Completer {
                     }
                 }
                 Err(failure) => {
-                    let failure = record_failure(&self.failure, failure);
+                    let failure = self.failure.record(failure);
                     for (reply, _) in completion.replies {
                         reply.fill(Err(StoreError::Failed(failure.clone())));
                     }
@@ -602,12 +589,7 @@ impl Completer {
             }
             self.answers.wake();
         }
-        if self
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
-        {
+        if self.failure.get().is_none() {
             let visible = self.visible.read().unwrap_or_else(|p| p.into_inner());
             (self.checkpoint)(&visible.state);
         }
@@ -616,13 +598,13 @@ impl Completer {
 
 /// Records [`Failure::Panicked`] when the thread holding it unwinds, so appends fail with it
 /// from then on instead of queueing for a thread that is gone.
-struct FailOnPanic(Arc<Mutex<Option<Failure>>>);
+struct FailOnPanic(FailureSlot);
 
 impl Drop for FailOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let thread = this_thread();
-            record_failure(&self.0, Failure::Panicked { thread });
+            self.0.record(Failure::Panicked { thread });
         }
     }
 }

@@ -58,11 +58,17 @@ fn later_append(store: &Store, id: u128) -> PendingAppend {
         .unwrap()
 }
 
-/// The store's `thread` dies (through the hook `options` carry, made with [`Gate::new`]) on
-/// its second batch: the append in that batch, those submitted while it was stopped in the
-/// hook, and every later one fail with `Panicked` naming it; reads keep working; close
-/// reports the failure; a reopened store has the durable event and takes appends.
-fn second_batch_dies(options: StoreOptions, gate: Gate, thread: &str) {
+/// The store's `thread` dies on its second batch, through the hook `hook_in` puts into the
+/// options: the append in that batch, those submitted while it was stopped in the hook, and
+/// every later one fail with `Panicked` naming it; reads keep working; close reports the
+/// failure; a reopened store has the durable event and takes appends. Bounded by a minute.
+fn second_batch_dies(hook_in: fn(TestHook) -> StoreOptions, thread: &'static str) {
+    within_a_minute(move || second_batch_dies_now(hook_in, thread));
+}
+
+fn second_batch_dies_now(hook_in: fn(TestHook) -> StoreOptions, thread: &str) {
+    let (gate, hook) = Gate::new();
+    let options = hook_in(hook);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), options).unwrap();
     let stream = stream_of(&store, 1);
@@ -115,31 +121,29 @@ fn within_a_minute(test: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Stopped before writing its second batch, the writer holds that batch's append; the ones
+/// submitted meanwhile wait in the intake ring.
 #[test]
 fn a_writer_that_panics_fails_the_appends_it_held_and_every_later_one() {
-    within_a_minute(|| {
-        let (gate, hook) = Gate::new();
-        let options = StoreOptions {
+    second_batch_dies(
+        |hook| StoreOptions {
             before_write: Some(hook),
             ..StoreOptions::default()
-        };
-        // Stopped before writing its second batch, the writer holds that batch's append;
-        // the ones submitted meanwhile wait in the intake ring.
-        second_batch_dies(options, gate, "writer");
-    });
+        },
+        "writer",
+    );
 }
 
+/// Stopped before answering the second batch, the completer holds that batch; the appends
+/// submitted meanwhile are written and wait in its channel, or are still with the writer,
+/// when it dies.
 #[test]
 fn a_completer_that_panics_fails_the_appends_it_held_and_every_later_one() {
-    within_a_minute(|| {
-        let (gate, hook) = Gate::new();
-        let options = StoreOptions {
+    second_batch_dies(
+        |hook| StoreOptions {
             before_answer: Some(hook),
             ..StoreOptions::default()
-        };
-        // Stopped before answering the second batch, the completer holds that batch; the
-        // appends submitted meanwhile are written and wait in its channel, or are still with
-        // the writer, when it dies.
-        second_batch_dies(options, gate, "completer");
-    });
+        },
+        "completer",
+    );
 }
