@@ -2,8 +2,10 @@
 //! (SPSC) and bus (broadcast).
 //!
 //! Every contender moves the same events through a ring of `RING` slots (256 for `_cap256`)
-//! with real threads; every consumer checks per-producer order and the exact count, so all
-//! pay the same checking cost. One iteration = one whole transfer (threads included), timed
+//! with real threads; every consumer checks per-producer order and the exact count with the
+//! same code: contenders handing over slices (ours, rtrb) check them 16 events at a time,
+//! those handing over one event at a time (disruptor, bus, crossbeam) check each event (see
+//! `Verifier::see_runs` for why and what was measured). One iteration = one whole transfer (threads included), timed
 //! with `iter_custom`; the figure is events per second.
 
 use std::sync::Arc;
@@ -114,26 +116,94 @@ impl Verifier {
     /// Not inlined, so every such contender runs this very loop. Inlined into each
     /// contender's closure, the same source compiled to different loops by the luck of the
     /// inliner: in one build rtrb's kept `next` in a register and stored it once per slice,
-    /// ours stored it on every event, and 1P1C batch 64, which this loop bounds, gave rtrb
+    /// ours stored it on every event, and 1P1C batch 64, which this loop bounded, gave rtrb
     /// ~1.2 G events/s against ours' ~1.08 with either ring busy-spinning.
+    ///
+    /// It checks a chunk at a time ([`see_run`](Self::see_run)): checked an event at a time
+    /// this loop was the ceiling of 1P1C batch 64 for ours and rtrb alike (~0.9 G events/s
+    /// each), so that case measured the check, not the rings. Disruptor's handler is handed
+    /// one event at a time and keeps [`see`](Self::see): buffering its events into chunks
+    /// measured no faster at batch 64 (disruptor ~420-460 M/s either way, bound by its own
+    /// ring) and 1.5-4x slower at batch 1.
     #[inline(never)]
     fn see_runs<P: Payload>(&mut self, a: &[P], b: &[P]) {
-        let next: &mut [CachePadded<u64>] = &mut self.next;
-        let mut check = |run: &[P]| {
-            for e in run {
-                let (p, i) = split(e.key());
-                assert_eq!(*next[p], i, "out of order");
-                *next[p] = i + 1;
-            }
-        };
-        check(a);
-        check(b);
+        self.see_run(a);
+        self.see_run(b);
         self.count += (a.len() + b.len()) as u64;
+    }
+
+    /// The checks of [`see`](Self::see) for one slice, a chunk at a time: a chunk whose
+    /// keys are consecutive (one producer's events in order, the common case) is checked
+    /// against that producer's next index once, with a loop the compiler vectorises;
+    /// any other chunk event by event.
+    #[inline(always)]
+    fn see_run<P: Payload>(&mut self, run: &[P]) {
+        const CHUNK: usize = 16;
+        let mut chunks = run.chunks_exact(CHUNK);
+        for chunk in &mut chunks {
+            let first = chunk[0].key();
+            // Indices stay far below 2^40, so `first + j` never carries into the producer.
+            let gaps = chunk
+                .iter()
+                .zip(first..)
+                .fold(0, |gaps, (e, expected)| gaps | (e.key() ^ expected));
+            if gaps == 0 {
+                let (p, i) = split(first);
+                let next = &mut *self.next[p];
+                assert_eq!(*next, i, "out of order");
+                *next = i + CHUNK as u64;
+            } else {
+                self.see_each(chunk);
+            }
+        }
+        self.see_each(chunks.remainder());
+    }
+
+    #[inline(always)]
+    fn see_each<P: Payload>(&mut self, events: &[P]) {
+        for e in events {
+            let (p, i) = split(e.key());
+            let next = &mut *self.next[p];
+            assert_eq!(*next, i, "out of order");
+            *next = i + 1;
+        }
     }
 
     fn done(&self, expected: u64) {
         assert_eq!(self.count, expected, "lost or duplicated events");
     }
+}
+
+/// The chunked check must catch what the per-event one catches, or a contender's bug would
+/// pass unseen: run once before the cases.
+fn check_the_verifier() {
+    let ordered: Vec<u64> = (0..40).map(|i| key(1, i)).collect();
+    let mut v = Verifier::new(2);
+    v.see_runs(&ordered[..23], &ordered[23..]);
+    assert_eq!((v.count, *v.next[1], *v.next[0]), (40, 40, 0));
+    let interleaved: Vec<u64> = (0..40).map(|i| key(i % 2, i / 2)).collect();
+    let mut v = Verifier::new(2);
+    v.see_runs(&interleaved, &[]);
+    assert_eq!((v.count, *v.next[0], *v.next[1]), (40, 20, 20));
+
+    let caught = |events: Vec<u64>| {
+        std::panic::catch_unwind(move || Verifier::new(2).see_runs(&events, &[])).is_err()
+    };
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut swapped = ordered.clone();
+    swapped.swap(3, 4);
+    let mut skipped = ordered.clone();
+    skipped[16..].iter_mut().for_each(|k| *k += 1);
+    let late_start: Vec<u64> = (5..40).map(|i| key(1, i)).collect();
+    let mut other_producer = ordered.clone();
+    other_producer[7] = key(0, 7);
+    let verdicts = [swapped, skipped, late_start, other_producer].map(caught);
+    std::panic::set_hook(quiet);
+    assert_eq!(
+        verdicts, [true; 4],
+        "the verifier let a wrong order through"
+    );
 }
 
 /// A thread burning CPU until dropped (the `_hog` case).
@@ -638,6 +708,7 @@ fn group<'a>(c: &'a mut Criterion, case: &str, n: u64) -> BenchmarkGroup<'a, Wal
 }
 
 fn one_to_one(c: &mut Criterion) {
+    check_the_verifier();
     let n = events();
     for (case, batch) in [("1p1c_u64_b1", 1), ("1p1c_u64_b64", 64)] {
         let mut g = group(c, case, n);
