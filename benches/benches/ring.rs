@@ -232,6 +232,113 @@ impl Drop for Hog {
     }
 }
 
+/// Where the two threads of a 1P1C case run: the producer on one CPU, the consumer on
+/// another, for every contender.
+///
+/// Why: one iteration spawns its threads and moves 2^20 events in about a millisecond, and
+/// where the kernel puts a freshly spawned thread is a lottery: now and then (more often
+/// right after another contender's threads exit) the consumer starts on its spawner's CPU,
+/// and the balancer does not separate the pair within the run. Such runs measure two threads
+/// taking turns on one CPU: seen in a probe, 1P1C batch 64 ours ~500-850 M events/s instead
+/// of ~1.3 G, rtrb's batch 1 ~115 instead of ~160-220, in 4 of 18 and 2 of 3 runs; a case's
+/// median then depends on which contender drew them. Long-lived threads are spread by the
+/// balancer within milliseconds; pinning measures that steady state. The cases with more
+/// threads than cores stay unpinned (sharing cores is what they measure), and so do the
+/// `_unpinned` 1P1C cases, which keep the lottery in view.
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    producer: usize,
+    consumer: usize,
+}
+
+impl Placement {
+    /// The first two CPUs this process may run on; `None` (run unpinned) with fewer.
+    fn pair() -> Option<Self> {
+        static PAIR: std::sync::OnceLock<Option<Placement>> = std::sync::OnceLock::new();
+        *PAIR.get_or_init(|| {
+            let mut cpus = allowed_cpus()?.into_iter();
+            let pair = Placement {
+                producer: cpus.next()?,
+                consumer: cpus.next()?,
+            };
+            Some(pair)
+        })
+    }
+}
+
+fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: `cpu_set_t` is a plain bit array, for which all zeros is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
+    let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if got != 0 {
+        return None;
+    }
+    let cpus = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, the size of `set` in CPUs.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect();
+    Some(cpus)
+}
+
+/// The calling thread pinned to one CPU until dropped, then given back the CPUs it had (the
+/// bench's main thread runs unpinned cases next, and threads it spawns inherit its mask).
+struct PinnedThread {
+    before: libc::cpu_set_t,
+}
+
+impl PinnedThread {
+    fn to(cpu: usize) -> Self {
+        // SAFETY: as in `allowed_cpus`: all zeros is the empty set.
+        let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `before` is a valid, writable `cpu_set_t` of the size passed.
+        let got =
+            unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&before), &mut before) };
+        assert_eq!(
+            got,
+            0,
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: as above.
+        let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `cpu` came from `allowed_cpus`, so it is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut only) };
+        set_affinity(&only);
+        Self { before }
+    }
+}
+
+impl Drop for PinnedThread {
+    fn drop(&mut self) {
+        set_affinity(&self.before);
+    }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed; 0 names the calling thread.
+    let got = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(set), set) };
+    assert_eq!(
+        got,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Pins the calling thread to the producer's or consumer's CPU of `place`, if any.
+fn pin(place: Option<Placement>, role: fn(Placement) -> usize) -> Option<PinnedThread> {
+    place.map(|p| PinnedThread::to(role(p)))
+}
+
+fn producer_cpu(p: Placement) -> usize {
+    p.producer
+}
+
+fn consumer_cpu(p: Placement) -> usize {
+    p.consumer
+}
+
 fn timed(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, run: impl Fn() -> Duration) {
     group.bench_function(id, |b| {
         b.iter_custom(|iters| (0..iters).map(|_| run()).sum())
@@ -252,10 +359,12 @@ fn timed(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, run: impl Fn() -> D
 /// 4 runs of batch 1: ours 260-272 M/s with the producer spawned, 357-370 with it here.
 /// For the same reason the publishing loop is written out here rather than shared with
 /// `ours_mpsc`'s: a helper taking the handle by reference would reach it through a pointer.
-fn ours_spsc<P: Payload>(n: u64, batch: usize) -> Duration {
+fn ours_spsc<P: Payload>(n: u64, batch: usize, place: Option<Placement>) -> Duration {
     let (mut producer, mut consumer) = RingBuilder::<P>::new(RING).spsc().expect("ring");
+    let pinned = pin(place, producer_cpu);
     let start = Instant::now();
     let reader = thread::spawn(move || {
+        let _pinned = pin(place, consumer_cpu);
         let mut v = Verifier::new(1);
         while let Ok(batch) = consumer.read() {
             let (a, b) = batch.as_slices();
@@ -284,6 +393,7 @@ fn ours_spsc<P: Payload>(n: u64, batch: usize) -> Duration {
     drop(producer);
     let v = reader.join().expect("consumer");
     let elapsed = start.elapsed();
+    drop(pinned);
     v.done(n);
     elapsed
 }
@@ -405,7 +515,7 @@ fn ours_work(n: u64) -> Duration {
 // ---------------------------------------------------------------------------------------
 // disruptor
 
-fn disruptor_1p1c<P: Payload>(n: u64, batch: usize) -> Duration {
+fn disruptor_1p1c<P: Payload>(n: u64, batch: usize, place: Option<Placement>) -> Duration {
     let count = Arc::new(AtomicU64::new(0));
     let seen = count.clone();
     let mut v = Verifier::new(1);
@@ -416,13 +526,19 @@ fn disruptor_1p1c<P: Payload>(n: u64, batch: usize) -> Duration {
         }
     };
     let start = Instant::now();
-    let mut producer =
-        disruptor::build_single_producer(RING, P::default, disruptor::BusySpinWithSpinLoopHint)
-            .handle_events_with(handler)
-            .build();
+    let builder =
+        disruptor::build_single_producer(RING, P::default, disruptor::BusySpinWithSpinLoopHint);
+    let builder = match place {
+        Some(p) => disruptor::ProcessorSettings::pin_at_core(builder, p.consumer),
+        None => builder,
+    };
+    let mut producer = builder.handle_events_with(handler).build();
+    // Pinned only now: `pin_at_core` checks the CPU against the calling thread's own mask.
+    let pinned = pin(place, producer_cpu);
     publish_disruptor(&mut producer, 0, n, batch, P::make);
     drop(producer);
     let elapsed = start.elapsed();
+    drop(pinned);
     assert_eq!(count.load(Ordering::Relaxed), n);
     elapsed
 }
@@ -510,7 +626,7 @@ fn disruptor_bcast(n: u64, batch: usize, cap: usize) -> Duration {
 // ---------------------------------------------------------------------------------------
 // crossbeam ArrayQueue and channel (no batch API: batch size does not apply)
 
-fn arrayqueue(producers: usize, consumers: usize, n: u64) -> Duration {
+fn arrayqueue(producers: usize, consumers: usize, n: u64, place: Option<Placement>) -> Duration {
     let q = Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(RING));
     let done = Arc::new(AtomicU64::new(0));
     let per = n / producers as u64;
@@ -519,6 +635,7 @@ fn arrayqueue(producers: usize, consumers: usize, n: u64) -> Duration {
         .map(|p| {
             let (q, done) = (q.clone(), done.clone());
             thread::spawn(move || {
+                let _pinned = pin(place, producer_cpu);
                 for i in 0..per {
                     let mut value = key(p, i);
                     let backoff = Backoff::new();
@@ -535,6 +652,7 @@ fn arrayqueue(producers: usize, consumers: usize, n: u64) -> Duration {
         .map(|_| {
             let (q, done) = (q.clone(), done.clone());
             thread::spawn(move || {
+                let _pinned = pin(place, consumer_cpu);
                 let mut v = Verifier::new(producers);
                 let backoff = Backoff::new();
                 loop {
@@ -566,7 +684,7 @@ fn arrayqueue(producers: usize, consumers: usize, n: u64) -> Duration {
     elapsed
 }
 
-fn channel(producers: usize, consumers: usize, n: u64) -> Duration {
+fn channel(producers: usize, consumers: usize, n: u64, place: Option<Placement>) -> Duration {
     let (tx, rx) = crossbeam_channel::bounded::<u64>(RING);
     let per = n / producers as u64;
     let start = Instant::now();
@@ -574,6 +692,7 @@ fn channel(producers: usize, consumers: usize, n: u64) -> Duration {
         .map(|p| {
             let tx = tx.clone();
             thread::spawn(move || {
+                let _pinned = pin(place, producer_cpu);
                 for i in 0..per {
                     tx.send(key(p, i)).expect("send");
                 }
@@ -585,6 +704,7 @@ fn channel(producers: usize, consumers: usize, n: u64) -> Duration {
         .map(|_| {
             let rx = rx.clone();
             thread::spawn(move || {
+                let _pinned = pin(place, consumer_cpu);
                 let mut v = Verifier::new(producers);
                 for e in rx.iter() {
                     v.see_share(e);
@@ -610,10 +730,12 @@ fn channel(producers: usize, consumers: usize, n: u64) -> Duration {
 // rtrb (SPSC) and bus (broadcast)
 
 /// 1P1C with the producer on the calling thread, as `ours_spsc` and `disruptor_1p1c`.
-fn rtrb_1p1c<P: Payload>(n: u64, batch: usize) -> Duration {
+fn rtrb_1p1c<P: Payload>(n: u64, batch: usize, place: Option<Placement>) -> Duration {
     let (mut tx, mut rx) = rtrb::RingBuffer::<P>::new(RING);
+    let pinned = pin(place, producer_cpu);
     let start = Instant::now();
     let reader = thread::spawn(move || {
+        let _pinned = pin(place, consumer_cpu);
         let mut v = Verifier::new(1);
         let backoff = Backoff::new();
         while v.count < n {
@@ -664,6 +786,7 @@ fn rtrb_1p1c<P: Payload>(n: u64, batch: usize) -> Duration {
     drop(tx);
     let v = reader.join().expect("consumer");
     let elapsed = start.elapsed();
+    drop(pinned);
     v.done(n);
     elapsed
 }
@@ -707,23 +830,37 @@ fn group<'a>(c: &'a mut Criterion, case: &str, n: u64) -> BenchmarkGroup<'a, Wal
     g
 }
 
+/// 1P1C, pinned ([`Placement`]) where the machine has two CPUs for it.
 fn one_to_one(c: &mut Criterion) {
     check_the_verifier();
     let n = events();
+    let place = Placement::pair();
     for (case, batch) in [("1p1c_u64_b1", 1), ("1p1c_u64_b64", 64)] {
         let mut g = group(c, case, n);
-        timed(&mut g, "ours", || ours_spsc::<u64>(n, batch));
-        timed(&mut g, "disruptor", || disruptor_1p1c::<u64>(n, batch));
-        timed(&mut g, "crossbeam-queue", || arrayqueue(1, 1, n));
-        timed(&mut g, "crossbeam-channel", || channel(1, 1, n));
-        timed(&mut g, "rtrb", || rtrb_1p1c::<u64>(n, batch));
+        timed(&mut g, "ours", || ours_spsc::<u64>(n, batch, place));
+        timed(&mut g, "disruptor", || {
+            disruptor_1p1c::<u64>(n, batch, place)
+        });
+        timed(&mut g, "crossbeam-queue", || arrayqueue(1, 1, n, place));
+        timed(&mut g, "crossbeam-channel", || channel(1, 1, n, place));
+        timed(&mut g, "rtrb", || rtrb_1p1c::<u64>(n, batch, place));
         g.finish();
     }
     let mut g = group(c, "1p1c_p64_b64", n);
-    timed(&mut g, "ours", || ours_spsc::<P64>(n, 64));
-    timed(&mut g, "disruptor", || disruptor_1p1c::<P64>(n, 64));
-    timed(&mut g, "rtrb", || rtrb_1p1c::<P64>(n, 64));
+    timed(&mut g, "ours", || ours_spsc::<P64>(n, 64, place));
+    timed(&mut g, "disruptor", || disruptor_1p1c::<P64>(n, 64, place));
+    timed(&mut g, "rtrb", || rtrb_1p1c::<P64>(n, 64, place));
     g.finish();
+    // The same with the threads wherever the kernel puts them, the fastest peers only.
+    for (case, batch) in [("1p1c_u64_b1_unpinned", 1), ("1p1c_u64_b64_unpinned", 64)] {
+        let mut g = group(c, case, n);
+        timed(&mut g, "ours", || ours_spsc::<u64>(n, batch, None));
+        timed(&mut g, "disruptor", || {
+            disruptor_1p1c::<u64>(n, batch, None)
+        });
+        timed(&mut g, "rtrb", || rtrb_1p1c::<u64>(n, batch, None));
+        g.finish();
+    }
 }
 
 fn many_to_one(c: &mut Criterion) {
@@ -733,8 +870,12 @@ fn many_to_one(c: &mut Criterion) {
             let mut g = group(c, &format!("{producers}p1c_u64_b{batch}"), n);
             timed(&mut g, "ours", || ours_mpsc(producers, n, batch));
             timed(&mut g, "disruptor", || disruptor_mpsc(producers, n, batch));
-            timed(&mut g, "crossbeam-queue", || arrayqueue(producers, 1, n));
-            timed(&mut g, "crossbeam-channel", || channel(producers, 1, n));
+            timed(&mut g, "crossbeam-queue", || {
+                arrayqueue(producers, 1, n, None)
+            });
+            timed(&mut g, "crossbeam-channel", || {
+                channel(producers, 1, n, None)
+            });
             g.finish();
         }
     }
@@ -767,8 +908,8 @@ fn work_sharing(c: &mut Criterion) {
     let n = events();
     let mut g = group(c, "1p2c_work_u64_b1", n);
     timed(&mut g, "ours", || ours_work(n));
-    timed(&mut g, "crossbeam-queue", || arrayqueue(1, 2, n));
-    timed(&mut g, "crossbeam-channel", || channel(1, 2, n));
+    timed(&mut g, "crossbeam-queue", || arrayqueue(1, 2, n, None));
+    timed(&mut g, "crossbeam-channel", || channel(1, 2, n, None));
     g.finish();
 }
 
@@ -777,9 +918,9 @@ fn hog(c: &mut Criterion) {
     let mut g = group(c, "1p1c_u64_b64_hog", n);
     timed(&mut g, "ours", || {
         let _hog = Hog::start();
-        ours_spsc::<u64>(n, 64)
+        ours_spsc::<u64>(n, 64, None)
     });
-    timed(&mut g, "self-uncontended", || ours_spsc::<u64>(n, 64));
+    timed(&mut g, "self-uncontended", || ours_spsc::<u64>(n, 64, None));
     g.finish();
 }
 
