@@ -2,11 +2,13 @@
 //! (SPSC) and bus (broadcast).
 //!
 //! Every contender moves the same events through a ring of `RING` slots (256 for `_cap256`)
-//! with real threads; every consumer checks per-producer order and the exact count with the
-//! same code: contenders handing over slices (ours, rtrb) check them 16 events at a time,
-//! those handing over one event at a time (disruptor, bus, crossbeam) check each event (see
-//! `Verifier::see_runs` for why and what was measured). One iteration = one whole transfer (threads included), timed
-//! with `iter_custom`; the figure is events per second.
+//! with real threads; every consumer checks per-producer order and the exact count.
+//! Contenders handing over slices (ours, rtrb) check them 16 events at a time, disruptor and
+//! bus each event (`Verifier::see_runs` says why and what was measured); crossbeam's queue
+//! and channel consumers, which serve the work-sharing cases too, check that each producer's
+//! events arrive in increasing order. 1P1C threads are pinned to two CPUs (see `Placement`).
+//! One iteration = one whole transfer (threads included), timed with `iter_custom`; the
+//! figure is events per second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -124,7 +126,9 @@ impl Verifier {
     /// each), so that case measured the check, not the rings. Disruptor's handler is handed
     /// one event at a time and keeps [`see`](Self::see): buffering its events into chunks
     /// measured no faster at batch 64 (disruptor ~420-460 M/s either way, bound by its own
-    /// ring) and 1.5-4x slower at batch 1.
+    /// ring) and 1.5-4x slower at batch 1. In the other cases the per-event peers (disruptor,
+    /// bus) move 1-80 M events/s: the ~1 ns an event of the per-event check is at most ~8% of
+    /// their time there.
     #[inline(never)]
     fn see_runs<P: Payload>(&mut self, a: &[P], b: &[P]) {
         self.see_run(a);
@@ -134,7 +138,7 @@ impl Verifier {
 
     /// The checks of [`see`](Self::see) for one slice, a chunk at a time: a chunk whose
     /// keys are consecutive (one producer's events in order, the common case) is checked
-    /// against that producer's next index once, with a loop the compiler vectorises;
+    /// against that producer's next index once, after a branch-free xor/or fold over its keys;
     /// any other chunk event by event.
     #[inline(always)]
     fn see_run<P: Payload>(&mut self, run: &[P]) {
@@ -142,7 +146,8 @@ impl Verifier {
         let mut chunks = run.chunks_exact(CHUNK);
         for chunk in &mut chunks {
             let first = chunk[0].key();
-            // Indices stay far below 2^40, so `first + j` never carries into the producer.
+            // Accepted only if `i` is the producer's next index, at most the events it sends
+            // (far below 2^40): `first + j` cannot carry into the producer's bits.
             let gaps = chunk
                 .iter()
                 .zip(first..)
@@ -171,6 +176,12 @@ impl Verifier {
 
     fn done(&self, expected: u64) {
         assert_eq!(self.count, expected, "lost or duplicated events");
+        // Every accepted event raised its producer's next index by one.
+        let accepted: u64 = self.next.iter().map(|next| **next).sum();
+        assert_eq!(
+            accepted, self.count,
+            "events counted but not checked in order"
+        );
     }
 }
 
@@ -198,12 +209,23 @@ fn check_the_verifier() {
     let late_start: Vec<u64> = (5..40).map(|i| key(1, i)).collect();
     let mut other_producer = ordered.clone();
     other_producer[7] = key(0, 7);
-    let verdicts = [swapped, skipped, late_start, other_producer].map(caught);
+    let replayed: Vec<u64> = (0..48).map(|i| key(1, i % 16)).collect();
+    let p64: Vec<P64> = (0..32).map(|i| P64::make(key(1, i ^ 16))).collect();
+    let p64_caught = std::panic::catch_unwind(|| Verifier::new(2).see_runs(&p64, &[])).is_err();
+    let verdicts = [swapped, skipped, late_start, other_producer, replayed].map(caught);
     std::panic::set_hook(quiet);
     assert_eq!(
-        verdicts, [true; 4],
+        verdicts, [true; 5],
         "the verifier let a wrong order through"
     );
+    assert!(
+        p64_caught,
+        "the verifier let a wrong order of 64-byte entries through"
+    );
+    let mut v = Verifier::new(2);
+    let p64: Vec<P64> = (0..32).map(|i| P64::make(key(1, i))).collect();
+    v.see_runs(&p64[..20], &p64[20..]);
+    v.done(32);
 }
 
 /// A thread burning CPU until dropped (the `_hog` case).
@@ -236,15 +258,18 @@ impl Drop for Hog {
 /// another, for every contender.
 ///
 /// Why: one iteration spawns its threads and moves 2^20 events in about a millisecond, and
-/// where the kernel puts a freshly spawned thread is a lottery: now and then (more often
-/// right after another contender's threads exit) the consumer starts on its spawner's CPU,
-/// and the balancer does not separate the pair within the run. Such runs measure two threads
-/// taking turns on one CPU: seen in a probe, 1P1C batch 64 ours ~500-850 M events/s instead
-/// of ~1.3 G, rtrb's batch 1 ~115 instead of ~160-220, in 4 of 18 and 2 of 3 runs; a case's
-/// median then depends on which contender drew them. Long-lived threads are spread by the
-/// balancer within milliseconds; pinning measures that steady state. The cases with more
-/// threads than cores stay unpinned (sharing cores is what they measure), and so do the
-/// `_unpinned` 1P1C cases, which keep the lottery in view.
+/// where the kernel puts a freshly spawned thread is a lottery: now and then the consumer
+/// starts on its spawner's CPU, and the balancer does not separate the pair within the run.
+/// Such runs measure two threads taking turns on one CPU: seen in a probe, 1P1C batch 64
+/// ours ~500-850 M events/s instead of ~1.3 G, rtrb's batch 1 ~115 instead of ~160-220, in
+/// 4 of 18 and 2 of 3 runs; a case's median then depends on which contender drew them.
+/// Long-lived threads are spread by the balancer within milliseconds; pinning measures that
+/// steady state. Each thread is created on its CPU (its spawner pinned there while it spawns,
+/// see [`spawning_on`]), never migrated mid-run; the setup is timed alike for every
+/// contender. Only the 1P1C cases are pinned: the `_unpinned` ones keep the lottery in view,
+/// and the 2P1C, 4P1C and 1P2C cases measure threads sharing this machine's two CPUs.
+/// The two CPUs are the first two the bench's thread may use: on a machine with SMT they
+/// may be siblings of one core.
 #[derive(Clone, Copy, Debug)]
 struct Placement {
     producer: usize,
@@ -252,7 +277,7 @@ struct Placement {
 }
 
 impl Placement {
-    /// The first two CPUs this process may run on; `None` (run unpinned) with fewer.
+    /// The first two CPUs the calling thread may run on; `None` (run unpinned) with fewer.
     fn pair() -> Option<Self> {
         static PAIR: std::sync::OnceLock<Option<Placement>> = std::sync::OnceLock::new();
         *PAIR.get_or_init(|| {
@@ -331,6 +356,18 @@ fn pin(place: Option<Placement>, role: fn(Placement) -> usize) -> Option<PinnedT
     place.map(|p| PinnedThread::to(role(p)))
 }
 
+/// Runs `spawn` with the calling thread pinned to `role`'s CPU of `place` (if any), so the
+/// threads it spawns inherit that one CPU and are created there; then gives the calling
+/// thread back its CPUs.
+fn spawning_on<R>(
+    place: Option<Placement>,
+    role: fn(Placement) -> usize,
+    spawn: impl FnOnce() -> R,
+) -> R {
+    let _pinned = pin(place, role);
+    spawn()
+}
+
 fn producer_cpu(p: Placement) -> usize {
     p.producer
 }
@@ -361,17 +398,18 @@ fn timed(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, run: impl Fn() -> D
 /// `ours_mpsc`'s: a helper taking the handle by reference would reach it through a pointer.
 fn ours_spsc<P: Payload>(n: u64, batch: usize, place: Option<Placement>) -> Duration {
     let (mut producer, mut consumer) = RingBuilder::<P>::new(RING).spsc().expect("ring");
-    let pinned = pin(place, producer_cpu);
     let start = Instant::now();
-    let reader = thread::spawn(move || {
-        let _pinned = pin(place, consumer_cpu);
-        let mut v = Verifier::new(1);
-        while let Ok(batch) = consumer.read() {
-            let (a, b) = batch.as_slices();
-            v.see_runs(a, b);
-        }
-        v
+    let reader = spawning_on(place, consumer_cpu, || {
+        thread::spawn(move || {
+            let mut v = Verifier::new(1);
+            while let Ok(batch) = consumer.read() {
+                let (a, b) = batch.as_slices();
+                v.see_runs(a, b);
+            }
+            v
+        })
     });
+    let pinned = pin(place, producer_cpu);
     let mut i = 0;
     while i < n {
         let take = (batch as u64).min(n - i) as usize;
@@ -526,14 +564,12 @@ fn disruptor_1p1c<P: Payload>(n: u64, batch: usize, place: Option<Placement>) ->
         }
     };
     let start = Instant::now();
-    let builder =
-        disruptor::build_single_producer(RING, P::default, disruptor::BusySpinWithSpinLoopHint);
-    let builder = match place {
-        Some(p) => disruptor::ProcessorSettings::pin_at_core(builder, p.consumer),
-        None => builder,
-    };
-    let mut producer = builder.handle_events_with(handler).build();
-    // Pinned only now: `pin_at_core` checks the CPU against the calling thread's own mask.
+    // Its processor thread, spawned by `build`, inherits the consumer's CPU as ours does.
+    let mut producer = spawning_on(place, consumer_cpu, || {
+        disruptor::build_single_producer(RING, P::default, disruptor::BusySpinWithSpinLoopHint)
+            .handle_events_with(handler)
+            .build()
+    });
     let pinned = pin(place, producer_cpu);
     publish_disruptor(&mut producer, 0, n, batch, P::make);
     drop(producer);
@@ -631,47 +667,45 @@ fn arrayqueue(producers: usize, consumers: usize, n: u64, place: Option<Placemen
     let done = Arc::new(AtomicU64::new(0));
     let per = n / producers as u64;
     let start = Instant::now();
-    let handles: Vec<_> = (0..producers as u64)
-        .map(|p| {
-            let (q, done) = (q.clone(), done.clone());
-            thread::spawn(move || {
-                let _pinned = pin(place, producer_cpu);
-                for i in 0..per {
-                    let mut value = key(p, i);
-                    let backoff = Backoff::new();
-                    while let Err(back) = q.push(value) {
-                        value = back;
-                        backoff.snooze();
-                    }
-                }
-                done.fetch_add(1, Ordering::Release);
-            })
-        })
-        .collect();
-    let readers: Vec<_> = (0..consumers)
-        .map(|_| {
-            let (q, done) = (q.clone(), done.clone());
-            thread::spawn(move || {
-                let _pinned = pin(place, consumer_cpu);
-                let mut v = Verifier::new(producers);
+    let produce = |p: u64| {
+        let (q, done) = (q.clone(), done.clone());
+        thread::spawn(move || {
+            for i in 0..per {
+                let mut value = key(p, i);
                 let backoff = Backoff::new();
-                loop {
-                    match q.pop() {
-                        Some(e) => {
-                            v.see_share(e);
-                            backoff.reset();
-                        }
-                        None if done.load(Ordering::Acquire) == producers as u64
-                            && q.is_empty() =>
-                        {
-                            return v.count;
-                        }
-                        None => backoff.snooze(),
-                    }
+                while let Err(back) = q.push(value) {
+                    value = back;
+                    backoff.snooze();
                 }
-            })
+            }
+            done.fetch_add(1, Ordering::Release);
         })
-        .collect();
+    };
+    let consume = |_| {
+        let (q, done) = (q.clone(), done.clone());
+        thread::spawn(move || {
+            let mut v = Verifier::new(producers);
+            let backoff = Backoff::new();
+            loop {
+                match q.pop() {
+                    Some(e) => {
+                        v.see_share(e);
+                        backoff.reset();
+                    }
+                    None if done.load(Ordering::Acquire) == producers as u64 && q.is_empty() => {
+                        return v.count;
+                    }
+                    None => backoff.snooze(),
+                }
+            }
+        })
+    };
+    let handles: Vec<_> = spawning_on(place, producer_cpu, || {
+        (0..producers as u64).map(produce).collect()
+    });
+    let readers: Vec<_> = spawning_on(place, consumer_cpu, || {
+        (0..consumers).map(consume).collect()
+    });
     handles
         .into_iter()
         .for_each(|h| h.join().expect("producer"));
@@ -688,31 +722,31 @@ fn channel(producers: usize, consumers: usize, n: u64, place: Option<Placement>)
     let (tx, rx) = crossbeam_channel::bounded::<u64>(RING);
     let per = n / producers as u64;
     let start = Instant::now();
-    let handles: Vec<_> = (0..producers as u64)
-        .map(|p| {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                let _pinned = pin(place, producer_cpu);
-                for i in 0..per {
-                    tx.send(key(p, i)).expect("send");
-                }
-            })
+    let produce = |p: u64| {
+        let tx = tx.clone();
+        thread::spawn(move || {
+            for i in 0..per {
+                tx.send(key(p, i)).expect("send");
+            }
         })
-        .collect();
+    };
+    let consume = |_| {
+        let rx = rx.clone();
+        thread::spawn(move || {
+            let mut v = Verifier::new(producers);
+            for e in rx.iter() {
+                v.see_share(e);
+            }
+            v.count
+        })
+    };
+    let handles: Vec<_> = spawning_on(place, producer_cpu, || {
+        (0..producers as u64).map(produce).collect()
+    });
     drop(tx);
-    let readers: Vec<_> = (0..consumers)
-        .map(|_| {
-            let rx = rx.clone();
-            thread::spawn(move || {
-                let _pinned = pin(place, consumer_cpu);
-                let mut v = Verifier::new(producers);
-                for e in rx.iter() {
-                    v.see_share(e);
-                }
-                v.count
-            })
-        })
-        .collect();
+    let readers: Vec<_> = spawning_on(place, consumer_cpu, || {
+        (0..consumers).map(consume).collect()
+    });
     drop(rx);
     handles
         .into_iter()
@@ -732,26 +766,27 @@ fn channel(producers: usize, consumers: usize, n: u64, place: Option<Placement>)
 /// 1P1C with the producer on the calling thread, as `ours_spsc` and `disruptor_1p1c`.
 fn rtrb_1p1c<P: Payload>(n: u64, batch: usize, place: Option<Placement>) -> Duration {
     let (mut tx, mut rx) = rtrb::RingBuffer::<P>::new(RING);
-    let pinned = pin(place, producer_cpu);
     let start = Instant::now();
-    let reader = thread::spawn(move || {
-        let _pinned = pin(place, consumer_cpu);
-        let mut v = Verifier::new(1);
-        let backoff = Backoff::new();
-        while v.count < n {
-            let available = rx.slots();
-            if available == 0 {
-                backoff.snooze();
-                continue;
+    let reader = spawning_on(place, consumer_cpu, || {
+        thread::spawn(move || {
+            let mut v = Verifier::new(1);
+            let backoff = Backoff::new();
+            while v.count < n {
+                let available = rx.slots();
+                if available == 0 {
+                    backoff.snooze();
+                    continue;
+                }
+                backoff.reset();
+                let chunk = rx.read_chunk(available).expect("slots were available");
+                let (a, b) = chunk.as_slices();
+                v.see_runs(a, b);
+                chunk.commit_all();
             }
-            backoff.reset();
-            let chunk = rx.read_chunk(available).expect("slots were available");
-            let (a, b) = chunk.as_slices();
-            v.see_runs(a, b);
-            chunk.commit_all();
-        }
-        v
+            v
+        })
     });
+    let pinned = pin(place, producer_cpu);
     let backoff = Backoff::new();
     let mut i = 0;
     while i < n {
