@@ -85,6 +85,7 @@ mod bytes;
 mod config;
 mod error;
 mod pool;
+mod slab;
 mod stats;
 mod sync;
 

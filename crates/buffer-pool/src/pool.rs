@@ -42,7 +42,6 @@
 //!   mutex, after which every release takes the mutex, and whoever brings the free count back
 //!   to the total with `CLOSED` set frees the state after unlocking.
 
-use std::alloc::Layout;
 use std::collections::VecDeque;
 use std::fmt;
 use std::ptr::NonNull;
@@ -585,13 +584,9 @@ impl Inner {
         let slab = (total >> g.slab_shift) as usize;
         let count = g.chunks_in_slab(slab);
         let bytes = (count as usize) << g.stride_shift;
-        let layout = Layout::from_size_align(bytes, ALIGN).map_err(|_| bytes)?;
-        // SAFETY: `layout` has a non-zero size (count >= 1, stride >= 4096).
-        let base = unsafe { std::alloc::alloc_zeroed(layout) };
-        if base.is_null() {
-            return Err(bytes);
-        }
-        self.slabs[slab].store(base, StdOrdering::Relaxed);
+        // `bytes` is a non-zero multiple of 4 KiB: count >= 1, stride >= 4096.
+        let base = crate::slab::allocate_zeroed(bytes).ok_or(bytes)?;
+        self.slabs[slab].store(base.as_ptr(), StdOrdering::Relaxed);
         let first = total;
         let last = total + count - 1;
         for index in first..last {
@@ -719,16 +714,14 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let g = self.geometry;
         for (slab, base) in self.slabs.iter().enumerate() {
-            let base = base.load(StdOrdering::Relaxed);
-            if base.is_null() {
+            let Some(base) = NonNull::new(base.load(StdOrdering::Relaxed)) else {
                 continue;
-            }
+            };
             let bytes = (g.chunks_in_slab(slab) as usize) << g.stride_shift;
-            // SAFETY: `base` came from `alloc_zeroed` with this very layout in `grow` (same
-            // slab, same geometry), and every chunk is back: nothing points into it any more.
-            unsafe {
-                std::alloc::dealloc(base, Layout::from_size_align_unchecked(bytes, ALIGN));
-            }
+            // SAFETY: `base` came from `slab::allocate_zeroed` with these very bytes in
+            // `grow` (same slab, same geometry), and every chunk is back: nothing points into
+            // it any more.
+            unsafe { crate::slab::free(base, bytes) };
         }
     }
 }

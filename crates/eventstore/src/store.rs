@@ -1061,7 +1061,10 @@ impl Subscription {
 /// The writer's staging memory: grows from 1 MiB up to `staging_bytes` in 4 KiB chunks.
 fn staging_pool(options: &StoreOptions) -> Result<buffer_pool::Pool> {
     let max = (options.staging_bytes / CHUNK as usize).max(1);
-    buffer_pool::Pool::growable(CHUNK as usize, 256.min(max), max).map_err(|_| {
+    // One slab (64 chunks of 4 KiB) up front: every slab is a system call (an anonymous
+    // mapping), and a store that is opened to be read never stages anything. Appends grow
+    // the pool a slab at a time as they need it.
+    buffer_pool::Pool::growable(CHUNK as usize, 64.min(max), max).map_err(|_| {
         StoreError::InvalidOption {
             option: "staging_bytes",
             value: options.staging_bytes as u64,
