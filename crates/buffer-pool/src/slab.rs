@@ -1,11 +1,12 @@
 //! Slab memory: zeroed, 4 KiB-aligned blocks the pool carves into chunks.
 //!
-//! On Unix a slab is an anonymous private mapping. The kernel backs it with zero pages on
+//! On Linux a slab is an anonymous private mapping. The kernel backs it with zero pages on
 //! first touch, so creating a pool writes nothing, and a page costs a fault only when a chunk
 //! on it is first used; freeing unmaps it, giving the memory back to the system. From the
 //! allocator (`alloc_zeroed` with 4 KiB alignment, which has no `calloc` shortcut) every
 //! slab was zeroed with `memset` up front: perf put a third of opening an event store (its
-//! 1 MiB staging pool) there. Elsewhere the allocator is used.
+//! 1 MiB staging pool) there. Elsewhere the allocator is used (`mmap` with `MAP_ANONYMOUS`
+//! is not on every target `cfg(unix)` covers).
 
 use std::ptr::NonNull;
 
@@ -19,7 +20,8 @@ pub(crate) fn allocate_zeroed(bytes: usize) -> Option<NonNull<u8>> {
         "slab of {bytes} bytes"
     );
     let base = imp::allocate_zeroed(bytes)?;
-    // Mappings start on a page, and pages are a multiple of 4 KiB wherever Linux runs.
+    // Mappings start on a page, and pages are a multiple of 4 KiB wherever Linux runs; the
+    // allocator was asked for this alignment.
     assert!(
         (base.as_ptr() as usize).is_multiple_of(ALIGN),
         "slab at {base:p} is not {ALIGN}-aligned"
@@ -37,7 +39,7 @@ pub(crate) unsafe fn free(base: NonNull<u8>, bytes: usize) {
     unsafe { imp::free(base, bytes) }
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod imp {
     use std::ptr::NonNull;
 
@@ -69,7 +71,7 @@ mod imp {
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 mod imp {
     use std::alloc::Layout;
     use std::ptr::NonNull;

@@ -1058,7 +1058,7 @@ impl Subscription {
     }
 }
 
-/// The writer's staging memory: grows from 1 MiB up to `staging_bytes` in 4 KiB chunks.
+/// The writer's staging memory: grows from 256 KiB up to `staging_bytes` in 4 KiB chunks.
 fn staging_pool(options: &StoreOptions) -> Result<buffer_pool::Pool> {
     let max = (options.staging_bytes / CHUNK as usize).max(1);
     // One slab (64 chunks of 4 KiB) up front: every slab is a system call (an anonymous
