@@ -325,9 +325,7 @@ impl Store {
             failure: failure.clone(),
             before_write: options.before_write.clone(),
         };
-        let visible = Arc::new(RwLock::new(Visible {
-            state: committed.clone(),
-        }));
+        let visible = Arc::new(RwLock::new(Visible { state: committed }));
         let ring_option = |option, capacity: usize| StoreError::InvalidOption {
             option,
             value: capacity as u64,
