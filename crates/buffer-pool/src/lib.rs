@@ -15,9 +15,9 @@
 //!   overtakes a waiting request (a large request is not starved by a stream of small ones).
 //! - **Bounded**: a fixed pool allocates all its memory up front; a growable pool grows one slab
 //!   at a time up to its maximum. (On Linux a slab is an anonymous mapping: the kernel
-//!   zero-fills each page when it is first touched, so that first touch costs a page fault.) [`Pool::stats`] shows total, free, waiters and the high-water
-//!   mark. A request the pool could never satisfy (`n == 0`, `n > max_chunks`) fails at once with
-//!   a [`PoolError`].
+//!   zero-fills each page when it is first touched, so that first touch costs a page fault.)
+//!   [`Pool::stats`] shows total, free, waiters and the high-water mark. A request the pool
+//!   could never satisfy (`n == 0`, `n > max_chunks`) fails at once with a [`PoolError`].
 //! - **Fast**: when no request is waiting and enough chunks are free, allocate and release are
 //!   one compare-and-swap each, no lock, no system call: on a per-thread slot that parks the
 //!   last run a thread gave back (so threads do not contend), else on a lock-free free list.
