@@ -102,11 +102,15 @@ impl Drop for Reply {
             // Recorded before the wake below: a woken appender that appends again is refused.
             // Only for the store's own threads: an appender that unwinds while its request
             // is refused (the store closed) drops its reply too, and that is no failure.
-            let thread = this_thread();
-            let error = if std::thread::panicking() && thread != "unknown" {
-                StoreError::Failed(self.answers.failure.record(Failure::Panicked { thread }))
-            } else {
-                StoreError::Closed
+            // `panicking` first: the thread lookup is needed only on that (rare) path.
+            let thread = std::thread::panicking()
+                .then(this_thread)
+                .filter(|thread| *thread != "unknown");
+            let error = match thread {
+                Some(thread) => {
+                    StoreError::Failed(self.answers.failure.record(Failure::Panicked { thread }))
+                }
+                None => StoreError::Closed,
             };
             self.slot.put(Err(error));
             self.answers.wake();

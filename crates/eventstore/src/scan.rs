@@ -1,6 +1,7 @@
 //! Where the bytes past the log's end stop being zero, found without reading the whole
 //! preallocated file: opening searches up to a pipe's in-flight window past the last commit
-//! (hundreds of MiB for the widest configuration) for bytes a crash left there.
+//! (over 1 GiB for the widest configuration, bounded by the file's end) for bytes a crash
+//! left there.
 //!
 //! Two steps. The file system says which parts of the range hold data at all
 //! (`lseek(SEEK_DATA / SEEK_HOLE)`): preallocated space that was never written is a hole and

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use epoch_pipe::{FileStorage, Storage};
+mod common;
+
+use common::stream_of;
 use eventstore::{Event, Expected, Failure, StorageHook, Store, StoreError, StoreOptions};
 
 /// The real file, whose syncs fail once `broken` is set.
@@ -56,12 +59,7 @@ fn after_a_failed_sync_appends_fail_for_good_and_reads_keep_working() {
         ..StoreOptions::default()
     };
     let store = Store::open_with(dir.path(), options).unwrap();
-    let stream = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(1u128);
+    let stream = stream_of(&store, 1u128);
     stream
         .append(Expected::NoStream, &[Event::new("e", b"durable".to_vec())])
         .unwrap();
@@ -81,12 +79,7 @@ fn after_a_failed_sync_appends_fail_for_good_and_reads_keep_working() {
             "{again:?}"
         );
     }
-    let other = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(2u128);
+    let other = stream_of(&store, 2u128);
     assert!(matches!(
         other.append(Expected::NoStream, &[Event::new("e", Vec::new())]),
         Err(StoreError::Failed(Failure::Pipe(_)))
@@ -105,12 +98,7 @@ fn after_a_failed_sync_appends_fail_for_good_and_reads_keep_working() {
     // Reopened: the durable event is there; the failed append's outcome is indeterminate (its
     // bytes may have reached the disk before the sync failed), but if it is there it is whole.
     let reopened = Store::open(dir.path()).unwrap();
-    let stream = reopened
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(1u128);
+    let stream = stream_of(&reopened, 1u128);
     let events = stream.read_from(0).unwrap();
     assert_eq!(events[0].payload, b"durable");
     assert!(events.len() <= 2);

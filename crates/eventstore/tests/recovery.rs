@@ -5,6 +5,9 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+mod common;
+
+use common::stream_of;
 use eventstore::{CorruptKind, Event, Expected, Store, StoreError, StoreOptions};
 
 /// A small growth step keeps the log files (and these tests) small.
@@ -18,12 +21,7 @@ fn small() -> StoreOptions {
 fn fill(dir: &Path, streams: u128, events: u64) {
     let store = Store::open_with(dir, small()).unwrap();
     for instance in 0..streams {
-        let stream = store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(instance);
+        let stream = stream_of(&store, instance);
         for n in 0..events {
             stream
                 .append(
@@ -44,20 +42,17 @@ fn append_to_first_stream(dir: &Path, expected: Expected, events: &[Event]) {
 /// [`append_to_first_stream`] with `options`.
 fn append_with(dir: &Path, options: StoreOptions, expected: Expected, events: &[Event]) {
     let store = Store::open_with(dir, options).unwrap();
-    store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(0u128)
-        .append(expected, events)
-        .unwrap();
+    stream_of(&store, 0u128).append(expected, events).unwrap();
     store.close().unwrap();
 }
 
 /// Offset just past the last record: where the zero fill of the preallocated log begins.
 fn log_end(dir: &Path) -> u64 {
-    let bytes = std::fs::read(dir.join("log.dat")).unwrap();
+    end_of_records(&std::fs::read(dir.join("log.dat")).unwrap())
+}
+
+/// Offset just past the last record among `bytes`, the start of the log.
+fn end_of_records(bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .rposition(|&b| b != 0)
@@ -102,12 +97,7 @@ fn check_store(dir: &Path, streams: u128, events: u64) -> Store {
     let store = Store::open_with(dir, small()).unwrap();
     assert_eq!(store.len(), streams as u64 * events);
     for instance in 0..streams {
-        let stream = store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(instance);
+        let stream = stream_of(&store, instance);
         let read = stream.read_from(0).unwrap();
         assert_eq!(read.len() as u64, events);
         for (n, event) in read.iter().enumerate() {
@@ -140,12 +130,7 @@ fn garbage_after_the_last_record_is_a_torn_tail_cut_and_reported() {
     assert_eq!(report.truncated_bytes, 100);
     assert!(report.tail_damage.is_some());
     // The store keeps working and the repair is durable.
-    let stream = store
-        .domain("d")
-        .unwrap()
-        .aggregate("t")
-        .unwrap()
-        .instance(0u128);
+    let stream = stream_of(&store, 0u128);
     stream
         .append(
             Expected::Exact(4),
@@ -235,12 +220,7 @@ fn a_checkpoint_bounds_the_replay_and_a_bad_one_is_replaced_by_a_full_replay() {
     };
     {
         let store = Store::open_with(dir.path(), options.clone()).unwrap();
-        let stream = store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(0u128);
+        let stream = stream_of(&store, 0u128);
         for n in 0..25u64 {
             stream
                 .append(
@@ -373,10 +353,7 @@ fn leftovers_inside_the_preallocated_log_are_cut() {
         // would be slow in a debug build).
         let mut head = [0u8; 4096];
         file.read_exact_at(&mut head, 0).unwrap();
-        let end = head
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(0, |last| (last as u64 + 1).next_multiple_of(8));
+        let end = end_of_records(&head);
         // Past the 2 MiB the pipe zeroes ahead of its writes, inside the 64 MiB grow step.
         let far = end + (8 << 20);
         assert!(file.metadata().unwrap().len() > far + 64, "preallocated");
@@ -509,14 +486,7 @@ fn a_log_cut_inside_the_last_record_s_padding_keeps_its_records() {
     let payloads = |dir: &Path, checkpoint_holds: bool| -> Vec<Vec<u8>> {
         let store = Store::open_with(dir, small()).unwrap();
         assert_eq!(store.recovery().checkpoint_discarded, !checkpoint_holds);
-        let read = store
-            .domain("d")
-            .unwrap()
-            .aggregate("t")
-            .unwrap()
-            .instance(0u128)
-            .read_from(0)
-            .unwrap();
+        let read = stream_of(&store, 0u128).read_from(0).unwrap();
         store.close().unwrap();
         read.iter().map(|event| event.payload.to_vec()).collect()
     };
