@@ -6,7 +6,8 @@
 //! Contenders handing over slices (ours, rtrb) check them 16 events at a time, disruptor and
 //! bus each event (`Verifier::see_runs` says why and what was measured); crossbeam's queue
 //! and channel consumers, which serve the work-sharing cases too, check that each producer's
-//! events arrive in increasing order. 1P1C threads are pinned to two CPUs (see `Placement`).
+//! events arrive in increasing order. 1P1C threads (not `_unpinned`, not `_hog`) are pinned
+//! to two CPUs (see `Placement`).
 //! One iteration = one whole transfer (threads included), timed with `iter_custom`; the
 //! figure is events per second.
 
@@ -19,6 +20,7 @@ use criterion::{
     BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
 };
 use crossbeam_utils::{Backoff, CachePadded};
+use eventstore_benches::affinity::{PinnedThread, allowed_cpus};
 use eventstore_benches::scale;
 use ringbuffer_core::{Error, RingBuilder};
 
@@ -265,9 +267,10 @@ impl Drop for Hog {
 /// 4 of 18 and 2 of 3 runs; a case's median then depends on which contender drew them.
 /// Long-lived threads are spread by the balancer within milliseconds; pinning measures that
 /// steady state. Each thread is created on its CPU (its spawner pinned there while it spawns,
-/// see [`spawning_on`]), never migrated mid-run; the setup is timed alike for every
-/// contender. Only the 1P1C cases are pinned: the `_unpinned` ones keep the lottery in view,
-/// and the 2P1C, 4P1C and 1P2C cases measure threads sharing this machine's two CPUs.
+/// see [`pin_to`]), never migrated mid-run; the setup is timed alike for every contender.
+/// Only the 1P1C cases are pinned: the `_unpinned` ones keep the lottery in view, the hog
+/// case measures sharing with a third thread, and the 2P1C, 4P1C and 1P2C cases measure
+/// threads sharing this machine's two CPUs.
 /// The two CPUs are the first two the bench's thread may use: on a machine with SMT they
 /// may be siblings of one core.
 #[derive(Clone, Copy, Debug)]
@@ -279,101 +282,28 @@ struct Placement {
 impl Placement {
     /// The first two CPUs the calling thread may run on; `None` (run unpinned) with fewer.
     fn pair() -> Option<Self> {
-        static PAIR: std::sync::OnceLock<Option<Placement>> = std::sync::OnceLock::new();
-        *PAIR.get_or_init(|| {
-            let mut cpus = allowed_cpus()?.into_iter();
-            let pair = Placement {
-                producer: cpus.next()?,
-                consumer: cpus.next()?,
-            };
-            Some(pair)
+        let mut cpus = allowed_cpus()?.into_iter();
+        Some(Placement {
+            producer: cpus.next()?,
+            consumer: cpus.next()?,
         })
     }
 }
 
-fn allowed_cpus() -> Option<Vec<usize>> {
-    // SAFETY: `cpu_set_t` is a plain bit array, for which all zeros is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
-    let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    if got != 0 {
-        return None;
-    }
-    let cpus = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE, the size of `set` in CPUs.
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
-        .collect();
-    Some(cpus)
+/// Pins the calling thread to `cpu`, if any, until the guard drops (the bench's main thread
+/// runs unpinned cases next): threads it spawns meanwhile are created on that CPU.
+fn pin_to(cpu: Option<usize>) -> Option<PinnedThread> {
+    cpu.map(|cpu| PinnedThread::to(cpu).expect("pinning to a CPU this thread may use"))
 }
 
-/// The calling thread pinned to one CPU until dropped, then given back the CPUs it had (the
-/// bench's main thread runs unpinned cases next, and threads it spawns inherit its mask).
-struct PinnedThread {
-    before: libc::cpu_set_t,
-}
-
-impl PinnedThread {
-    fn to(cpu: usize) -> Self {
-        // SAFETY: as in `allowed_cpus`: all zeros is the empty set.
-        let mut before: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `before` is a valid, writable `cpu_set_t` of the size passed.
-        let got =
-            unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&before), &mut before) };
-        assert_eq!(
-            got,
-            0,
-            "sched_getaffinity: {}",
-            std::io::Error::last_os_error()
+/// Moves the thread `pinned` holds to `cpu`, if both are there.
+fn move_to(pinned: &Option<PinnedThread>, cpu: Option<usize>) {
+    if let (Some(pinned), Some(cpu)) = (pinned, cpu) {
+        assert!(
+            pinned.move_to(cpu),
+            "moving to CPU {cpu}, which this thread may use"
         );
-        // SAFETY: as above.
-        let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `cpu` came from `allowed_cpus`, so it is below CPU_SETSIZE.
-        unsafe { libc::CPU_SET(cpu, &mut only) };
-        set_affinity(&only);
-        Self { before }
     }
-}
-
-impl Drop for PinnedThread {
-    fn drop(&mut self) {
-        set_affinity(&self.before);
-    }
-}
-
-fn set_affinity(set: &libc::cpu_set_t) {
-    // SAFETY: `set` is a valid `cpu_set_t` of the size passed; 0 names the calling thread.
-    let got = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(set), set) };
-    assert_eq!(
-        got,
-        0,
-        "sched_setaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// Pins the calling thread to the producer's or consumer's CPU of `place`, if any.
-fn pin(place: Option<Placement>, role: fn(Placement) -> usize) -> Option<PinnedThread> {
-    place.map(|p| PinnedThread::to(role(p)))
-}
-
-/// Runs `spawn` with the calling thread pinned to `role`'s CPU of `place` (if any), so the
-/// threads it spawns inherit that one CPU and are created there; then gives the calling
-/// thread back its CPUs.
-fn spawning_on<R>(
-    place: Option<Placement>,
-    role: fn(Placement) -> usize,
-    spawn: impl FnOnce() -> R,
-) -> R {
-    let _pinned = pin(place, role);
-    spawn()
-}
-
-fn producer_cpu(p: Placement) -> usize {
-    p.producer
-}
-
-fn consumer_cpu(p: Placement) -> usize {
-    p.consumer
 }
 
 fn timed(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, run: impl Fn() -> Duration) {
@@ -399,17 +329,16 @@ fn timed(group: &mut BenchmarkGroup<'_, WallTime>, id: &str, run: impl Fn() -> D
 fn ours_spsc<P: Payload>(n: u64, batch: usize, place: Option<Placement>) -> Duration {
     let (mut producer, mut consumer) = RingBuilder::<P>::new(RING).spsc().expect("ring");
     let start = Instant::now();
-    let reader = spawning_on(place, consumer_cpu, || {
-        thread::spawn(move || {
-            let mut v = Verifier::new(1);
-            while let Ok(batch) = consumer.read() {
-                let (a, b) = batch.as_slices();
-                v.see_runs(a, b);
-            }
-            v
-        })
+    let pinned = pin_to(place.map(|p| p.consumer));
+    let reader = thread::spawn(move || {
+        let mut v = Verifier::new(1);
+        while let Ok(batch) = consumer.read() {
+            let (a, b) = batch.as_slices();
+            v.see_runs(a, b);
+        }
+        v
     });
-    let pinned = pin(place, producer_cpu);
+    move_to(&pinned, place.map(|p| p.producer));
     let mut i = 0;
     while i < n {
         let take = (batch as u64).min(n - i) as usize;
@@ -565,12 +494,12 @@ fn disruptor_1p1c<P: Payload>(n: u64, batch: usize, place: Option<Placement>) ->
     };
     let start = Instant::now();
     // Its processor thread, spawned by `build`, inherits the consumer's CPU as ours does.
-    let mut producer = spawning_on(place, consumer_cpu, || {
+    let pinned = pin_to(place.map(|p| p.consumer));
+    let mut producer =
         disruptor::build_single_producer(RING, P::default, disruptor::BusySpinWithSpinLoopHint)
             .handle_events_with(handler)
-            .build()
-    });
-    let pinned = pin(place, producer_cpu);
+            .build();
+    move_to(&pinned, place.map(|p| p.producer));
     publish_disruptor(&mut producer, 0, n, batch, P::make);
     drop(producer);
     let elapsed = start.elapsed();
@@ -700,12 +629,11 @@ fn arrayqueue(producers: usize, consumers: usize, n: u64, place: Option<Placemen
             }
         })
     };
-    let handles: Vec<_> = spawning_on(place, producer_cpu, || {
-        (0..producers as u64).map(produce).collect()
-    });
-    let readers: Vec<_> = spawning_on(place, consumer_cpu, || {
-        (0..consumers).map(consume).collect()
-    });
+    let pinned = pin_to(place.map(|p| p.producer));
+    let handles: Vec<_> = (0..producers as u64).map(produce).collect();
+    move_to(&pinned, place.map(|p| p.consumer));
+    let readers: Vec<_> = (0..consumers).map(consume).collect();
+    drop(pinned);
     handles
         .into_iter()
         .for_each(|h| h.join().expect("producer"));
@@ -740,13 +668,12 @@ fn channel(producers: usize, consumers: usize, n: u64, place: Option<Placement>)
             v.count
         })
     };
-    let handles: Vec<_> = spawning_on(place, producer_cpu, || {
-        (0..producers as u64).map(produce).collect()
-    });
+    let pinned = pin_to(place.map(|p| p.producer));
+    let handles: Vec<_> = (0..producers as u64).map(produce).collect();
     drop(tx);
-    let readers: Vec<_> = spawning_on(place, consumer_cpu, || {
-        (0..consumers).map(consume).collect()
-    });
+    move_to(&pinned, place.map(|p| p.consumer));
+    let readers: Vec<_> = (0..consumers).map(consume).collect();
+    drop(pinned);
     drop(rx);
     handles
         .into_iter()
@@ -767,26 +694,25 @@ fn channel(producers: usize, consumers: usize, n: u64, place: Option<Placement>)
 fn rtrb_1p1c<P: Payload>(n: u64, batch: usize, place: Option<Placement>) -> Duration {
     let (mut tx, mut rx) = rtrb::RingBuffer::<P>::new(RING);
     let start = Instant::now();
-    let reader = spawning_on(place, consumer_cpu, || {
-        thread::spawn(move || {
-            let mut v = Verifier::new(1);
-            let backoff = Backoff::new();
-            while v.count < n {
-                let available = rx.slots();
-                if available == 0 {
-                    backoff.snooze();
-                    continue;
-                }
-                backoff.reset();
-                let chunk = rx.read_chunk(available).expect("slots were available");
-                let (a, b) = chunk.as_slices();
-                v.see_runs(a, b);
-                chunk.commit_all();
+    let pinned = pin_to(place.map(|p| p.consumer));
+    let reader = thread::spawn(move || {
+        let mut v = Verifier::new(1);
+        let backoff = Backoff::new();
+        while v.count < n {
+            let available = rx.slots();
+            if available == 0 {
+                backoff.snooze();
+                continue;
             }
-            v
-        })
+            backoff.reset();
+            let chunk = rx.read_chunk(available).expect("slots were available");
+            let (a, b) = chunk.as_slices();
+            v.see_runs(a, b);
+            chunk.commit_all();
+        }
+        v
     });
-    let pinned = pin(place, producer_cpu);
+    move_to(&pinned, place.map(|p| p.producer));
     let backoff = Backoff::new();
     let mut i = 0;
     while i < n {

@@ -118,15 +118,22 @@ impl Sqlite {
         SQLITE.with(|slot| {
             let mut slot = slot.borrow_mut();
             if slot.as_ref().is_none_or(|(path, _)| *path != self.path) {
-                let connection = Connection::open(&self.path).expect("open sqlite");
-                connection
-                    .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=60000;")
-                    .expect("pragmas");
-                *slot = Some((self.path.clone(), connection));
+                *slot = Some((self.path.clone(), connect(&self.path)));
             }
             work(&mut slot.as_mut().expect("connection").1)
         })
     }
+}
+
+/// A connection as every SQLite contender opens one: WAL, full sync, waiting for locks.
+fn connect(path: &Path) -> Connection {
+    let connection = Connection::open(path).expect("open sqlite");
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=60000;",
+        )
+        .expect("pragmas");
+    connection
 }
 
 impl Contender for Sqlite {
@@ -453,10 +460,7 @@ fn opens(c: &mut Criterion) {
         &mut group,
         "sqlite",
         || {
-            let connection = Connection::open(&sqlite_path).expect("open sqlite");
-            connection
-                .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-                .expect("pragmas");
+            let connection = connect(&sqlite_path);
             let version: Option<i64> = connection
                 .query_row(
                     "SELECT MAX(version) FROM events WHERE aggregate_type = 'thing' AND aggregate_id = ?1",

@@ -28,6 +28,8 @@ mod linux {
     use std::thread;
     use std::time::{Duration, Instant};
 
+    use eventstore_benches::affinity::PinnedThread;
+
     const SYSCALLS: u32 = 100_000;
     const HANDOFFS: u32 = 20_000;
     const WAKE_ALL_THREADS: usize = 64;
@@ -59,32 +61,6 @@ mod linux {
         futex(word, libc::FUTEX_WAKE, count);
     }
 
-    /// Moves the calling thread onto `cpu`; false if the system refuses (no such CPU).
-    fn pin_to(cpu: usize) -> bool {
-        // SAFETY: `set` is a plain bit set, zeroed then filled by CPU_SET within its bounds
-        // (cpu < CPU_SETSIZE is checked); sched_setaffinity reads exactly its size.
-        unsafe {
-            if cpu >= libc::CPU_SETSIZE as usize {
-                return false;
-            }
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-        }
-    }
-
-    /// Lets the calling thread run on every CPU again.
-    fn unpin(cpus: usize) {
-        // SAFETY: as in `pin_to`; every CPU index set is below `cpus`, capped at CPU_SETSIZE.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for cpu in 0..cpus.min(libc::CPU_SETSIZE as usize) {
-                libc::CPU_SET(cpu, &mut set);
-            }
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-
     fn micros(total: Duration, count: u32) -> f64 {
         total.as_secs_f64() * 1e6 / f64::from(count)
     }
@@ -107,7 +83,6 @@ mod linux {
         if cpus >= 2 {
             handoff("futex hand-off, two CPUs:", 0, 1);
         }
-        unpin(cpus);
         wake_all();
     }
 
@@ -119,7 +94,8 @@ mod linux {
         let pinned = Arc::new(AtomicU32::new(0));
         let other_pinned = Arc::clone(&pinned);
         let second = thread::spawn(move || {
-            other_pinned.store(u32::from(pin_to(second_cpu)) + 1, Ordering::Release);
+            let pin = PinnedThread::to(second_cpu);
+            other_pinned.store(u32::from(pin.is_some()) + 1, Ordering::Release);
             futex_wake(&other_pinned, 1);
             take_turns(&other, 1);
         });
@@ -127,7 +103,8 @@ mod linux {
             futex_wait(&pinned, 0);
         }
         // Without the placement asked for, the figure is still printed, marked as such.
-        let placed = pin_to(first_cpu) && pinned.load(Ordering::Acquire) == 2;
+        let pin = PinnedThread::to(first_cpu);
+        let placed = pin.is_some() && pinned.load(Ordering::Acquire) == 2;
         let start = Instant::now();
         let wake_calls = take_turns(&turn, 0);
         let elapsed = start.elapsed();

@@ -82,3 +82,74 @@ impl Drop for Crew {
         }
     }
 }
+
+/// Pinning the calling thread to one CPU (Linux), for cases whose figures would otherwise
+/// depend on where the kernel places freshly spawned threads.
+#[cfg(target_os = "linux")]
+pub mod affinity {
+    /// The CPUs the calling thread may run on (ascending), or `None` if the system will not
+    /// say.
+    pub fn allowed_cpus() -> Option<Vec<usize>> {
+        let set = current_set()?;
+        let cpus = (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `cpu` is below CPU_SETSIZE, the size of `set` in CPUs.
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+            .collect();
+        Some(cpus)
+    }
+
+    /// The calling thread pinned to one CPU until dropped, then given back the CPUs it had
+    /// (threads it spawns meanwhile inherit the one CPU).
+    pub struct PinnedThread {
+        before: libc::cpu_set_t,
+    }
+
+    impl std::fmt::Debug for PinnedThread {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("PinnedThread").finish_non_exhaustive()
+        }
+    }
+
+    impl PinnedThread {
+        /// Pins the calling thread to `cpu`; `None` if the system refuses (no such CPU).
+        pub fn to(cpu: usize) -> Option<Self> {
+            let pinned = Self {
+                before: current_set()?,
+            };
+            pinned.move_to(cpu).then_some(pinned)
+        }
+
+        /// Moves the (pinned) calling thread to `cpu` alone; false if the system refuses.
+        pub fn move_to(&self, cpu: usize) -> bool {
+            if cpu >= libc::CPU_SETSIZE as usize {
+                return false;
+            }
+            // SAFETY: all zeros is the empty set of this plain bit array.
+            let mut only: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `cpu` is below CPU_SETSIZE (checked above).
+            unsafe { libc::CPU_SET(cpu, &mut only) };
+            set_current(&only)
+        }
+    }
+
+    impl Drop for PinnedThread {
+        fn drop(&mut self) {
+            let restored = set_current(&self.before);
+            debug_assert!(restored, "sched_setaffinity refused the thread's own CPUs");
+        }
+    }
+
+    fn current_set() -> Option<libc::cpu_set_t> {
+        // SAFETY: all zeros is the empty set of this plain bit array.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed; 0 names the
+        // calling thread.
+        let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+        (got == 0).then_some(set)
+    }
+
+    fn set_current(set: &libc::cpu_set_t) -> bool {
+        // SAFETY: `set` is a valid `cpu_set_t` of the size passed; 0 names the calling thread.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(set), set) == 0 }
+    }
+}

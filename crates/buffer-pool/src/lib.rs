@@ -13,7 +13,7 @@
 //!   each other over a partial set.
 //! - **Fair**: waiting requests are served strictly in arrival order, and a newcomer never
 //!   overtakes a waiting request (a large request is not starved by a stream of small ones).
-//! - **Bounded**: a fixed pool allocates all its memory up front; a growable pool grows one slab
+//! - **Bounded**: a fixed pool reserves all its memory up front; a growable pool grows one slab
 //!   at a time up to its maximum. (On Linux a slab is an anonymous mapping: the kernel
 //!   zero-fills each page when it is first touched, so that first touch costs a page fault.)
 //!   [`Pool::stats`] shows total, free, waiters and the high-water mark. A request the pool

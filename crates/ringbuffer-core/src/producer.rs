@@ -84,9 +84,10 @@ const CHECK_EVERY: u64 = 2;
 /// three lines of such waits. Fetching the line four lines ahead (once per line's worth of
 /// events, and only if the consumers have released it) starts those waits early. 1P1C
 /// batch 1 in the `ring` suite, 4 alternating runs of each build: ours 230-408 M/s
-/// without, 420-431 with 4 lines ahead, 411-429 with 8. Claims do not do it: fetching the
-/// next claim's lines made 1P1C batch 64 slower (504-767 against 443-1128 M/s), since the
-/// stores of a batch already stream.
+/// without, 420-431 with 4 lines ahead, 411-429 with 8. Claims do not fetch past themselves:
+/// fetching the next claim's lines made 1P1C batch 64 slower (504-767 against 443-1128 M/s),
+/// since the stores of a batch already stream (`Claim::for_each_mut` fetches within the
+/// claim for slots of a line or more, `claim::FETCH_AHEAD_FROM_SIZE`).
 const PREFETCH_LINES: u64 = 4;
 
 /// Slots of `T` per 64-byte cache line (at least 1): the single-event path fetches one
